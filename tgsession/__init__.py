@@ -1,0 +1,45 @@
+"""tgsession: persistent, locked sessions for synchronous pyTelegramBotAPI (telebot) bots.
+
+    @bot.message_handler(commands=["count"])
+    @with_session(initial=lambda: {"count": 0})
+    def count(message, session):
+        session["count"] += 1
+"""
+
+from .codec import Codec, JSONCodec
+from .decorator import SessionManager, with_session
+from .errors import (
+    SessionDecodeError,
+    SessionEncodeError,
+    SessionError,
+    SessionKeyError,
+    SessionLockTimeout,
+    SessionStorageError,
+)
+from .keys import SessionKey, by_chat, by_user, by_user_in_chat
+from .session import LazySession, Session
+from .storage import DiskStorage, MemoryStorage, Storage
+
+__all__ = [
+    "Codec",
+    "DiskStorage",
+    "JSONCodec",
+    "LazySession",
+    "MemoryStorage",
+    "Session",
+    "SessionDecodeError",
+    "SessionEncodeError",
+    "SessionError",
+    "SessionKey",
+    "SessionKeyError",
+    "SessionLockTimeout",
+    "SessionManager",
+    "SessionStorageError",
+    "Storage",
+    "by_chat",
+    "by_user",
+    "by_user_in_chat",
+    "with_session",
+]
+
+__version__ = "0.1.0"

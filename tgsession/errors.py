@@ -1,0 +1,31 @@
+"""Errors that tgsession raises on purpose.
+
+Every one of them derives from :class:`SessionError`, so ``except SessionError`` catches
+anything the library itself decided to refuse, and nothing else.
+"""
+
+from __future__ import annotations
+
+
+class SessionError(Exception):
+    """Base class of every error tgsession raises on purpose."""
+
+
+class SessionKeyError(SessionError):
+    """The update has no session key, so its session cannot be used."""
+
+
+class SessionEncodeError(SessionError):
+    """A session could not be turned into bytes; the stored state is unchanged."""
+
+
+class SessionDecodeError(SessionError):
+    """Stored bytes could not be turned back into a session; they are left untouched."""
+
+
+class SessionLockTimeout(SessionError):
+    """A session stayed locked by another handler for longer than the storage's lock_timeout."""
+
+
+class SessionStorageError(SessionError):
+    """The storage failed to read, write or lock a session."""

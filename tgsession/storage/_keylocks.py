@@ -1,0 +1,65 @@
+"""Mutual exclusion per key between the threads of one process.
+
+Every storage puts this in front of its own cross-process lock, so that the worker threads of
+one bot queue on a plain ``threading.Lock`` (no polling, no round trip to the store) and only
+one thread per key and process ever competes for the store's lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..errors import SessionLockTimeout
+
+
+class _Entry:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0  # threads holding or waiting for `lock`
+
+
+class KeyedLocks:
+    """A lock per key, created on first use and dropped when no thread holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+
+    @contextmanager
+    def hold(self, key: str, timeout: float | None = None) -> Iterator[None]:
+        """Hold the lock of ``key``; raise SessionLockTimeout after ``timeout`` seconds."""
+        with self._guard:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = _Entry()
+            entry.users += 1
+        try:
+            if not entry.lock.acquire(timeout=-1 if timeout is None else timeout):
+                raise lock_timeout(key, timeout)
+            try:
+                yield
+            finally:
+                entry.lock.release()
+        finally:
+            with self._guard:
+                entry.users -= 1
+                if not entry.users:
+                    del self._entries[key]
+
+    def __len__(self) -> int:
+        """Return how many keys are held or awaited right now."""
+        return len(self._entries)
+
+
+def lock_timeout(key: str, timeout: float | None) -> SessionLockTimeout:
+    """Return the error for a session ``key`` still locked after ``timeout`` seconds."""
+    return SessionLockTimeout(
+        f"session {key!r} is still locked by another handler after {timeout} s; "
+        "raise the storage's lock_timeout if handlers of one user run that long, "
+        "or check for handlers that open sessions in different orders"
+    )
+

@@ -1,0 +1,207 @@
+"""DiskStorage: sessions in a diskcache directory, locked across threads and processes.
+
+Data lives in diskcache's SQLite database. Locks do not: a diskcache ``Lock`` costs two SQLite
+writes per acquisition, spins, and frees a dead holder only by expiry, which would also free a
+slow live one. Instead each session key maps to one byte of an empty lock file, locked with
+POSIX ``lockf``: the kernel queues the waiters, costs no disk write, and releases the byte the
+moment its holder's process dies, however it dies.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import diskcache
+from diskcache.core import DBNAME, MODE_PICKLE
+
+from ..errors import SessionDecodeError
+from ._keylocks import KeyedLocks, lock_timeout
+
+LOCK_FILE = "locks"
+_OFFSET_MASK = (1 << 62) - 1
+
+
+class _NoPickleDisk(diskcache.Disk):  # type: ignore[misc]
+    """A diskcache Disk that refuses to unpickle values found in the directory.
+
+    tgsession only ever stores bytes, so a pickle there was put by someone else, and loading it
+    from a shared directory could run arbitrary code.
+    """
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode == MODE_PICKLE:
+            return _PICKLED
+        return super().fetch(mode, filename, value, read)
+
+
+_PICKLED = object()  # what _NoPickleDisk returns in place of an unpickled value
+
+
+class _Directory:
+    """What the threads of one process share for one directory."""
+
+    def __init__(self, path: str) -> None:
+        self.pid = os.getpid()
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        # SQLite gives its -wal and -shm files the mode of the database file, so creating that
+        # file owner-only first makes every file of the store owner-only.
+        os.close(os.open(os.path.join(path, DBNAME), os.O_RDWR | os.O_CREAT, 0o600))
+        self.cache = diskcache.Cache(
+            path,
+            disk=_NoPickleDisk,
+            eviction_policy="none",  # the default policy silently drops sessions past 1 GB
+            cull_limit=0,  # nothing is evicted, so skip the cull query on every write
+            disk_min_file_size=2**30,  # keep values inside the owner-only database file
+        )
+        self.lock_fd = os.open(
+            os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        self.threads = KeyedLocks()
+
+    def close(self) -> None:
+        # Closing the file drops every lockf lock this process holds on it, so callers must
+        # only close a directory that no handler is using.
+        self.cache.close()
+        os.close(self.lock_fd)
+
+
+_directories: dict[str, _Directory] = {}
+_directories_guard = threading.RLock()
+
+
+def _shared_directory(path: str) -> _Directory:
+    """Return this process's one _Directory for ``path``, opening it on first use.
+
+    lockf locks belong to a process, not to a thread or a file descriptor: two objects of one
+    process on one directory must share their thread locks, or both would get in at once.
+    A forked child starts afresh, since it inherits no lockf locks and its copies of the
+    parent's thread locks may be held by threads that do not exist in the child.
+    """
+    with _directories_guard:
+        directory = _directories.get(path)
+        if directory is None or directory.pid != os.getpid():
+            directory = _directories[path] = _Directory(path)
+        return directory
+
+
+def _lock_offset(key: str) -> int:
+    # A stable 62-bit hash (Python's hash() differs between processes). Two keys in use at the
+    # same moment share a byte with a probability of about n**2 / 2**63 for n keys.
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & _OFFSET_MASK
+
+
+def _lock_byte(fd: int, offset: int, deadline: float | None) -> bool:
+    """Lock one byte of the lock file; return False if ``deadline`` passed first.
+
+    Without a deadline the wait is in the kernel, which wakes the process when the byte is
+    free; with one, the lock is polled with a backoff, as lockf has no timed wait.
+    """
+    delay = 0.001
+    while True:
+        try:
+            if deadline is None:
+                fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset)
+            else:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+            return True
+        except OSError as error:
+            # EDEADLK: the kernel judges deadlocks per process, so two processes whose threads
+            # hold and wait for unrelated keys can look deadlocked when they are not; the
+            # holder finishes on its own, so wait a little and try again.
+            if error.errno not in (errno.EDEADLK, errno.EAGAIN, errno.EACCES):
+                raise
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 0.05)
+
+
+class DiskStorage:
+    """Sessions in a directory on this host, shared by every thread and process that opens it.
+
+    Locks are per session key and exclude threads and processes alike; a process that dies
+    while holding one releases it at once.
+    """
+
+    def __init__(
+        self, directory: str | os.PathLike[str], *, lock_timeout: float | None = None
+    ) -> None:
+        """Open (creating, owner-only, if needed) the store in ``directory``.
+
+        ``lock_timeout`` bounds the wait for a session that another handler holds; ``None``
+        waits as long as the holder lives.
+        """
+        self.directory = os.path.realpath(os.fspath(directory))
+        self.lock_timeout = lock_timeout
+        self._shared = _shared_directory(self.directory)
+
+    def _dir(self) -> _Directory:
+        shared = self._shared
+        if shared.pid != os.getpid():
+            shared = self._shared = _shared_directory(self.directory)
+        return shared
+
+    def read(self, key: str) -> bytes | None:
+        """Return the bytes stored under ``key``, or ``None``."""
+        value = self._dir().cache.get(key)
+        if value is None or isinstance(value, bytes):
+            return value
+        what = "a pickled Python object" if value is _PICKLED else f"a {type(value).__name__}"
+        raise SessionDecodeError(
+            f"session {key!r} in {self.directory} holds {what}, not session bytes: something "
+            "other than tgsession wrote it; it is left untouched, delete it to start afresh"
+        )
+
+    def write(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``."""
+        self._dir().cache.set(key, bytes(data))
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` if it is stored."""
+        self._dir().cache.delete(key)
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Hold the lock of ``key`` against every thread and process using this directory."""
+        deadline = None if self.lock_timeout is None else time.monotonic() + self.lock_timeout
+        shared = self._dir()
+        with shared.threads.hold(key, self.lock_timeout):
+            offset = _lock_offset(key)
+            if not _lock_byte(shared.lock_fd, offset, deadline):
+                raise lock_timeout(key, self.lock_timeout)
+            try:
+                yield
+            finally:
+                fcntl.lockf(shared.lock_fd, fcntl.LOCK_UN, 1, offset)
+
+    def close(self) -> None:
+        """Close this process's handle on the directory; call it only when no handler runs."""
+        with _directories_guard:
+            shared = _directories.pop(self.directory, None)
+        if shared is not None and shared.pid == os.getpid():
+            shared.close()
+
+    def __repr__(self) -> str:
+        return f"DiskStorage({self.directory!r})"
+
+
+_default: DiskStorage | None = None
+
+
+def default_storage() -> DiskStorage:
+    """Return the process-wide DiskStorage in ``$TGSESSION_DIR``, or ``./.tgsession``."""
+    global _default
+    with _directories_guard:
+        if _default is None:
+            _default = DiskStorage(os.environ.get("TGSESSION_DIR", ".tgsession"))
+        return _default

@@ -1,0 +1,41 @@
+"""MemoryStorage: sessions in a dict, for tests and bots that may forget on restart."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+from ._keylocks import KeyedLocks
+
+
+class MemoryStorage:
+    """Keeps sessions in this process's memory; they are gone when the process ends.
+
+    Locks are per key and exclude the threads of this process, which is every user a memory
+    store can have.
+    """
+
+    def __init__(self, *, lock_timeout: float | None = None) -> None:
+        """Create an empty store; ``lock_timeout`` bounds the wait for a busy session."""
+        self.lock_timeout = lock_timeout
+        self._data: dict[str, bytes] = {}
+        self._locks = KeyedLocks()
+
+    def read(self, key: str) -> bytes | None:
+        """Return the bytes stored under ``key``, or ``None``."""
+        return self._data.get(key)
+
+    def write(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``."""
+        self._data[key] = bytes(data)
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` if it is stored."""
+        self._data.pop(key, None)
+
+    def lock(self, key: str) -> AbstractContextManager[None]:
+        """Hold the lock of ``key`` against the other threads of this process."""
+        return self._locks.hold(key, self.lock_timeout)
+
+    def __len__(self) -> int:
+        """Return the number of stored sessions."""
+        return len(self._data)
