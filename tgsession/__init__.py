@@ -1,9 +1,9 @@
 """tgsession: persistent, locked sessions for synchronous pyTelegramBotAPI (telebot) bots.
 
-    @bot.message_handler(commands=["count"])
-    @with_session(initial=lambda: {"count": 0})
-    def count(message, session):
-        session["count"] += 1
+@bot.message_handler(commands=["count"])
+@with_session(initial=lambda: {"count": 0})
+def count(message, session):
+    session["count"] += 1
 """
 
 from .codec import Codec, JSONCodec

@@ -331,5 +331,3 @@ def with_session(
         lazy=lazy,
         codec=codec,
     )
-
-

@@ -28,8 +28,10 @@ def by_user(update: Any) -> int | None:
     ``sender_chat`` when sent on behalf of a chat), callback, inline, shipping and
     pre-checkout queries, chosen inline results, chat member updates, join requests, paid
     media purchases (``from_user``), poll answers (``user`` or ``voter_chat``), reactions
-    (``user`` or ``actor_chat``), business connections (``user``) and chat boosts (the
-    boosting user). Returns ``None`` for updates without a sender, such as a ``poll``.
+    (``user`` or ``actor_chat``), business connections, managed bots and subscriptions
+    (``user``), chat boosts (the boosting user), and updates that carry only a private chat
+    (whose id is its user's). Returns ``None`` for updates without a sender, such as a
+    ``poll`` or the anonymous reaction counts of a channel.
     """
     for field in _SENDER_FIELDS:
         sender = getattr(update, field, None)
@@ -37,7 +39,13 @@ def by_user(update: Any) -> int | None:
             return _id(sender)
     # chat_boost carries the boost, removed_chat_boost its source, directly.
     source = getattr(getattr(update, "boost", update), "source", None)
-    return _id(getattr(source, "user", None))
+    user = getattr(source, "user", None)
+    if user is not None:
+        return _id(user)
+    # A private chat's id is its user's id (stopped_message_generation, deleted business
+    # messages carry only the chat).
+    chat = getattr(update, "chat", None)
+    return _id(chat) if getattr(chat, "type", None) == "private" else None
 
 
 def by_chat(update: Any) -> int | None:

@@ -62,4 +62,3 @@ def lock_timeout(key: str, timeout: float | None) -> SessionLockTimeout:
         "raise the storage's lock_timeout if handlers of one user run that long, "
         "or check for handlers that open sessions in different orders"
     )
-
