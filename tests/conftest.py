@@ -93,7 +93,11 @@ def bot_api() -> Iterator[FakeBotAPI]:
 
 @contextmanager
 def polling(bot: telebot.TeleBot) -> Iterator[None]:
-    """Run ``bot.infinity_polling`` in a thread for the duration of the block."""
+    """Run ``bot.infinity_polling`` in a thread for the duration of the block.
+
+    Replies can arrive before their handler has saved its session; leaving the block waits
+    for the running handlers, so the storage can be checked after it.
+    """
     thread = threading.Thread(
         target=bot.infinity_polling,
         kwargs={"timeout": 10, "long_polling_timeout": 1},
@@ -103,6 +107,6 @@ def polling(bot: telebot.TeleBot) -> Iterator[None]:
     try:
         yield
     finally:
-        bot.stop_polling()
+        bot.stop_bot()  # stops polling and waits for the handlers that are running to finish
         thread.join(15)
         assert not thread.is_alive(), "telebot did not stop polling"

@@ -1,0 +1,135 @@
+"""Every example runs, as a user would run it, against the loopback Bot API stand-in."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tgsession import DiskStorage, with_session
+from tgsession.testing import FakeBotAPI
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def example_env(api: FakeBotAPI, sessions: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "BOT_TOKEN": api.token,
+        "TELEGRAM_API_URL": api.base_url,
+        "TGSESSION_DIR": str(sessions),
+    }
+
+
+@contextmanager
+def running(name: str, api: FakeBotAPI, sessions: Path) -> Iterator[None]:
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / name)], env=example_env(api, sessions)
+    )
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+def replies(api: FakeBotAPI, count: int) -> list[str]:
+    return [call["text"] for call in api.wait_for_calls(count, timeout=60)]
+
+
+def test_counter_bot_counts_per_user_and_resets(bot_api: FakeBotAPI, tmp_path: Path) -> None:
+    with running("counter_bot.py", bot_api, tmp_path):
+        for text in ("/count", "/count", "/reset", "/count"):
+            bot_api.push_message(user_id=1, text=text)
+            replies(bot_api, len(bot_api.calls()) + 1)
+        bot_api.push_message(user_id=2, text="/count")
+        texts = replies(bot_api, 5)
+    assert texts == ["count: 1", "count: 2", "count reset", "count: 1", "count: 1"]
+
+
+def test_counter_bot_keeps_counting_after_a_restart(bot_api: FakeBotAPI, tmp_path: Path) -> None:
+    counter = with_session(storage=DiskStorage(tmp_path))
+    for expected in (1, 2):
+        with running("counter_bot.py", bot_api, tmp_path):
+            bot_api.push_message(user_id=1, text="/count")
+            assert replies(bot_api, expected)[-1] == f"count: {expected}"
+            # The bot replies before its handler returns and saves; opening the session takes
+            # its lock, so this waits for that save before the bot is stopped.
+            with counter.open(1) as session:
+                assert session == {"count": expected}
+
+
+def test_lazy_bot_saves_and_lists_notes(bot_api: FakeBotAPI, tmp_path: Path) -> None:
+    with running("lazy_bot.py", bot_api, tmp_path):
+        for text in ("/help", "/note", "/note buy milk", "/note call mum", "/notes"):
+            bot_api.push_message(user_id=4, text=text)
+            replies(bot_api, len(bot_api.calls()) + 1)
+    assert [call["text"] for call in bot_api.calls()] == [
+        "/note TEXT saves a note, /notes lists them",
+        "usage: /note TEXT",
+        "saved note 1",
+        "saved note 2",
+        "1. buy milk\n2. call mum",
+    ]
+    # Only the two notes were ever written: /help and the bare /note never touched the store.
+    assert {p.name for p in tmp_path.iterdir()} >= {"cache.db"}
+
+
+def test_group_bot_keeps_a_user_and_a_chat_session(bot_api: FakeBotAPI, tmp_path: Path) -> None:
+    steps = [(1, "/topic cats"), (1, "/stats"), (2, "/stats"), (1, "/stats")]
+    with running("group_bot.py", bot_api, tmp_path):
+        for user, text in steps:
+            bot_api.push_message(user_id=user, text=text, chat_id=-50)
+            replies(bot_api, len(bot_api.calls()) + 1)
+        bot_api.push_message(user_id=1, text="/stats", chat_id=-60)
+        texts = replies(bot_api, 5)
+    assert texts == [
+        "topic: cats",
+        "you: 1, this chat: 1, topic: cats",
+        "you: 1, this chat: 2, topic: cats",
+        "you: 2, this chat: 3, topic: cats",
+        "you: 3, this chat: 1, topic: none",
+    ]
+
+
+def test_edit_sessions_script_edits_a_counter_while_the_bot_runs(
+    bot_api: FakeBotAPI, tmp_path: Path
+) -> None:
+    def script(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, str(EXAMPLES / "edit_sessions.py"), *args],
+            env=example_env(bot_api, tmp_path),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    with running("counter_bot.py", bot_api, tmp_path):
+        bot_api.push_message(user_id=7, text="/count")
+        replies(bot_api, 1)
+        assert script("7", "add", "10") == "user 7: count 11"
+        bot_api.push_message(user_id=7, text="/count")
+        assert replies(bot_api, 2)[-1] == "count: 12"
+        assert script("7", "reset") == "user 7: reset"
+        assert script("7", "show") == "user 7: count 0"
+
+
+def test_offline_demo_runs_without_a_token_or_network() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("BOT_TOKEN", "TELEGRAM_API_URL")}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "offline_demo.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    assert len(lines) == 9
+    for user in (101, 102, 103):
+        assert [line for line in lines if f"user {user}:" in line] == [
+            f"bot -> user {user}: count: {n}" for n in (1, 2, 3)
+        ]

@@ -1,0 +1,124 @@
+"""DiskStorage locks across processes: exact totals, killed holders, long holders."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tgsession import DiskStorage, SessionLockTimeout, with_session
+
+WORKERS = Path(__file__).with_name("workers.py")
+
+
+def start(*args: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(WORKERS), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 120) -> str:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err
+    return out
+
+
+def stored_count(directory: Path, key: str) -> int:
+    storage = DiskStorage(directory)
+    data = storage.read(f"session:{key}")
+    return int(json.loads(data or b'{"count": 0}')["count"])
+
+
+def test_processes_incrementing_one_counter_end_at_the_exact_sum(tmp_path: Path) -> None:
+    processes = [start("increment", tmp_path, "shared", 200) for _ in range(4)]
+    processes += [start("open", tmp_path, "shared", 200) for _ in range(2)]
+    for process in processes:
+        finish(process)
+    assert stored_count(tmp_path, "shared") == 6 * 200
+
+
+def test_processes_and_threads_together_lose_no_update(tmp_path: Path) -> None:
+    import threading
+
+    counter = with_session(initial=lambda: {"count": 0}, storage=DiskStorage(tmp_path))
+
+    def bump() -> None:
+        for _ in range(200):
+            with counter.open("shared") as session:
+                session["count"] += 1
+
+    processes = [start("increment", tmp_path, "shared", 200) for _ in range(2)]
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for process in processes:
+        finish(process)
+    assert stored_count(tmp_path, "shared") == 6 * 200
+
+
+def test_killed_holder_frees_its_session_at_once(tmp_path: Path) -> None:
+    holder = start("hold", tmp_path, "victim")
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "locked"
+    waiting = with_session(storage=DiskStorage(tmp_path, lock_timeout=0.3))
+    with pytest.raises(SessionLockTimeout), waiting.open("victim"):
+        pass
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait(10)
+    killed = time.monotonic()
+    counter = with_session(initial=lambda: {"count": 0}, storage=DiskStorage(tmp_path))
+    with counter.open("victim") as session:
+        freed_after = time.monotonic() - killed
+        session["count"] += 1
+    print(f"session free {freed_after * 1000:.1f} ms after SIGKILL of its holder")
+    assert freed_after < 2.0
+    assert stored_count(tmp_path, "victim") == 1
+
+
+def test_a_live_holder_keeps_its_lock_however_long_its_handler_runs(tmp_path: Path) -> None:
+    # Each of two handlers of the first process holds the lock for 3 s; a competitor that
+    # starts meanwhile must wait, and the total stays exact.
+    slow = start("increment", tmp_path, "long", 2, 3.0)
+    time.sleep(1.0)
+    started = time.monotonic()
+    fast = start("increment", tmp_path, "long", 1)
+    finish(fast)
+    waited = time.monotonic() - started
+    finish(slow)
+    assert waited >= 1.5, f"the competitor got in after {waited:.1f} s, while the holder ran"
+    assert stored_count(tmp_path, "long") == 3
+
+
+def test_a_forked_child_uses_the_store_safely(tmp_path: Path) -> None:
+    storage = DiskStorage(tmp_path)
+    counter = with_session(initial=lambda: {"count": 0}, storage=storage)
+    with counter.open("f") as session:
+        session["count"] += 1
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery, just the store
+        code = 1
+        try:
+            for _ in range(100):
+                with counter.open("f") as session:
+                    session["count"] += 1
+            code = 0
+        finally:
+            os._exit(code)
+    for _ in range(100):
+        with counter.open("f") as session:
+            session["count"] += 1
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert stored_count(tmp_path, "f") == 201
