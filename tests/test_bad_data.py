@@ -10,7 +10,6 @@ from typing import Any
 import diskcache
 import pytest
 
-from conftest import Update, by_key
 from tgsession import (
     DiskStorage,
     SessionDecodeError,
@@ -19,6 +18,8 @@ from tgsession import (
     SessionStorageError,
     with_session,
 )
+
+from conftest import Update, by_key
 
 
 def counter(storage: Any) -> Any:
@@ -58,7 +59,7 @@ def test_undecodable_stored_bytes_raise_before_the_handler_and_stay_untouched(
         ran.append(True)
 
     storage.write("session:9", stored)
-    with pytest.raises(SessionDecodeError, match="'session:9'.*untouched"):
+    with pytest.raises(SessionDecodeError, match=r"'session:9'.*untouched"):
         handler(Update(9))
     assert ran == []
     assert storage.read("session:9") == stored
@@ -74,9 +75,9 @@ def test_pickled_value_in_the_directory_is_refused_not_unpickled(tmp_path: Path)
     cache.set("session:2", "a string")
     cache.close()
     storage = DiskStorage(tmp_path / "sessions")
-    with pytest.raises(SessionDecodeError, match="'session:1'.*pickled"):
+    with pytest.raises(SessionDecodeError, match=r"'session:1'.*pickled"):
         counter(storage).open(1).__enter__()
-    with pytest.raises(SessionDecodeError, match="'session:2'.*str"):
+    with pytest.raises(SessionDecodeError, match=r"'session:2'.*str"):
         storage.read("session:2")
     assert not (tmp_path / "pwned").exists()
     assert pickle.dumps(None)  # pickle itself still works; only the store refuses it

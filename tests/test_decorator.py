@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from conftest import Update, by_key
 from tgsession import MemoryStorage, Session, SessionManager, with_session
+
+from conftest import Update, by_key
 
 
 def counter(**options: Any) -> SessionManager:

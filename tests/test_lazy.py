@@ -6,8 +6,9 @@ import json
 import threading
 from typing import Any
 
-from conftest import RecordingStorage, Update, by_key
 from tgsession import LazySession, MemoryStorage, with_session
+
+from conftest import RecordingStorage, Update, by_key
 
 
 def test_untouched_lazy_session_makes_no_storage_call(recording: RecordingStorage) -> None:

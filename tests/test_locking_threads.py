@@ -7,8 +7,9 @@ import threading
 import time
 from typing import Any
 
-from conftest import Update, by_key
 from tgsession import DiskStorage, MemoryStorage, with_session
+
+from conftest import Update, by_key
 
 THREADS = 8
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from conftest import RecordingStorage
 from tgsession import MemoryStorage, with_session
+
+from conftest import RecordingStorage
 
 
 class Update:
@@ -182,6 +183,6 @@ def test_a_session_that_cannot_be_encoded_leaves_every_stacked_session_unsaved(
         user["n"] += 1
         chat["bad"] = {1, 2}
 
-    with pytest.raises(SessionEncodeError, match="'chat:2'.*set"):
+    with pytest.raises(SessionEncodeError, match=r"'chat:2'.*set"):
         handler(Update(1, 2))
     assert storage.read("user:1") is None and storage.read("chat:2") is None

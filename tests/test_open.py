@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from conftest import Update, by_key
 from tgsession import with_session
+
+from conftest import Update, by_key
 
 
 def test_open_saves_on_a_clean_exit(storage: Any) -> None:

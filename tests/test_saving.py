@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from conftest import RecordingStorage, Update, by_key
 from tgsession import with_session
+
+from conftest import RecordingStorage, Update, by_key
 
 
 class Boom(Exception):

@@ -10,9 +10,10 @@ import pytest
 import telebot
 from telebot.handler_backends import BaseMiddleware
 
-from conftest import polling
 from tgsession import with_session
 from tgsession.testing import FakeBotAPI
+
+from conftest import polling
 
 USERS, COMMANDS = 20, 10
 
