@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,15 +74,48 @@ def disk(tmp_path: Path) -> Iterator[DiskStorage]:
     storage.close()
 
 
-@pytest.fixture(params=["memory", "disk"])
+def redis_url() -> str:
+    """The test Redis server's URL; skip the test (fail it under CI) if none answers."""
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as error:
+        reason = f"no Redis server answers at {REDIS_URL}: {error!r}"
+        if REQUIRE_REDIS:
+            pytest.fail(f"TGSESSION_REQUIRE_REDIS=1 and {reason}")
+        pytest.skip(f"{reason}; start redis-server or set TGSESSION_TEST_REDIS_URL")
+    return REDIS_URL
+
+
+@contextmanager
+def redis_storage(**options: Any) -> Iterator[Any]:
+    """A RedisStorage under a prefix of its own, whose keys are deleted afterwards."""
+    from tgsession import RedisStorage
+
+    options.setdefault("prefix", f"tgsession-test:{uuid.uuid4().hex}:")
+    storage = RedisStorage.from_url(redis_url(), **options)
+    try:
+        yield storage
+    finally:
+        keys = list(storage.client.scan_iter(match=storage.prefix + "*"))
+        if keys:
+            storage.client.delete(*keys)
+        storage.close()
+
+
+@pytest.fixture(params=["memory", "disk", "redis"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """Each storage in turn, so that a behaviour is checked on every backend."""
     if request.param == "memory":
         yield MemoryStorage()
-    else:
+    elif request.param == "disk":
         disk = DiskStorage(tmp_path / "sessions")
         yield disk
         disk.close()
+    else:
+        with redis_storage() as redis:
+            yield redis
 
 
 @pytest.fixture

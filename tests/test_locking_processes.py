@@ -18,9 +18,10 @@ from tgsession import DiskStorage, SessionLockTimeout, with_session
 WORKERS = Path(__file__).with_name("workers.py")
 
 
-def start(*args: Any) -> subprocess.Popen[str]:
+def start(command: str, directory: Path, *args: Any) -> subprocess.Popen[str]:
+    store = json.dumps({"disk": str(directory)})
     return subprocess.Popen(
-        [sys.executable, str(WORKERS), *map(str, args)],
+        [sys.executable, str(WORKERS), command, store, *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

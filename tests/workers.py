@@ -1,24 +1,40 @@
-"""Worker processes for the multi-process tests: ``python workers.py COMMAND DIRECTORY ...``.
+"""Worker processes for the multi-process tests: ``python workers.py COMMAND STORE KEY ...``.
 
-increment DIR KEY N [HOLD]  apply N increments to session KEY through a decorated handler,
-                            sleeping HOLD seconds inside each; print "done"
-open DIR KEY N              the same through SessionManager.open, as a script would
-hold DIR KEY                take the lock of KEY, print "locked", then sleep until killed
+STORE is JSON: {"disk": DIRECTORY} or {"redis": URL, "prefix": ..., "lock_ttl": ...}; each
+process opens its own storage (and, for Redis, its own client), as separate hosts would.
+
+increment STORE KEY N [HOLD]  apply N increments to session KEY through a decorated handler,
+                              sleeping HOLD seconds inside each; print "done"
+open STORE KEY N              the same through SessionManager.open, as a script would
+hold STORE KEY                take the lock of KEY, print "locked", then sleep until killed
+hold-then-add STORE KEY SECS  take the lock of KEY, print "locked", sleep SECS, add 100 and
+                              save; print "saved", or "lost" (exit 3) if the lock was lost
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from typing import Any
 
-from tgsession import DiskStorage, with_session
+from tgsession import DiskStorage, SessionLockLost, with_session
+
+
+def open_store(spec: dict[str, Any]) -> Any:
+    if "disk" in spec:
+        return DiskStorage(spec["disk"])
+    from tgsession import RedisStorage
+
+    url = spec.pop("redis")
+    return RedisStorage.from_url(url, **spec)
 
 
 def main() -> None:
-    command, directory, key = sys.argv[1:4]
+    command, spec, key = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
     counter = with_session(
         initial=lambda: {"count": 0},
-        storage=DiskStorage(directory),
+        storage=open_store(spec),
         get_session_key=lambda update: update,
     )
     if command == "increment":
@@ -40,6 +56,16 @@ def main() -> None:
         with counter.open(key):
             print("locked", flush=True)
             time.sleep(3600)
+    elif command == "hold-then-add":
+        try:
+            with counter.open(key) as session:
+                print("locked", flush=True)
+                time.sleep(float(sys.argv[4]))
+                session["count"] += 100
+        except SessionLockLost as error:
+            print("lost", error, flush=True)
+            sys.exit(3)
+        print("saved", flush=True)
     print("done", flush=True)
 
 

@@ -13,6 +13,7 @@ from .errors import (
     SessionEncodeError,
     SessionError,
     SessionKeyError,
+    SessionLockLost,
     SessionLockTimeout,
     SessionStorageError,
 )
@@ -26,12 +27,14 @@ __all__ = [
     "JSONCodec",
     "LazySession",
     "MemoryStorage",
+    "RedisStorage",
     "Session",
     "SessionDecodeError",
     "SessionEncodeError",
     "SessionError",
     "SessionKey",
     "SessionKeyError",
+    "SessionLockLost",
     "SessionLockTimeout",
     "SessionManager",
     "SessionStorageError",
@@ -43,3 +46,16 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # RedisStorage needs the optional redis package: import it only when asked for.
+    if name == "RedisStorage":
+        try:
+            from .storage.redis import RedisStorage
+        except ImportError as error:
+            raise ImportError(
+                "RedisStorage needs redis-py: pip install 'tgsession[redis]'"
+            ) from error
+        return RedisStorage
+    raise AttributeError(f"module 'tgsession' has no attribute {name!r}")

@@ -27,5 +27,13 @@ class SessionLockTimeout(SessionError):
     """A session stayed locked by another handler for longer than the storage's lock_timeout."""
 
 
+class SessionLockLost(SessionError):
+    """A session's lock expired before its save, so the save was refused.
+
+    It happens when the holder was paused, or cut off from the store, for longer than the
+    lock's time to live; another update may have changed the session since.
+    """
+
+
 class SessionStorageError(SessionError):
     """The storage failed to read, write or lock a session."""

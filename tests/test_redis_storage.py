@@ -1,0 +1,335 @@
+"""RedisStorage: round trips, keys, and locks across processes, crashes, pauses and restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tgsession import (
+    SessionDecodeError,
+    SessionLockTimeout,
+    SessionStorageError,
+    Storage,
+    with_session,
+)
+
+from conftest import REQUIRE_REDIS, Update, by_key, redis_storage, redis_url
+
+redis = pytest.importorskip("redis")
+WORKERS = Path(__file__).with_name("workers.py")
+
+
+class CountingRedis(redis.Redis):  # type: ignore[misc,name-defined]
+    """A real client that counts the commands it sends (each is one round trip here)."""
+
+    sent: list[str]
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.sent.append(str(args[0]))
+        return super().execute_command(*args, **options)
+
+
+@contextmanager
+def counting_storage() -> Iterator[Any]:
+    from tgsession import RedisStorage
+
+    client = CountingRedis.from_url(redis_url())
+    client.sent = []
+    prefix = f"tgsession-test:{os.urandom(8).hex()}:"
+    storage = RedisStorage(client, prefix=prefix)
+    try:
+        yield storage
+    finally:
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+        storage.close()
+
+
+def test_an_update_costs_one_round_trip_to_lock_and_load_and_one_to_save_and_unlock() -> None:
+    with counting_storage() as storage:
+        manager = with_session(initial=lambda: {"n": 0}, storage=storage, get_session_key=by_key)
+
+        @manager
+        def bump(update: Update, session: dict[str, Any]) -> None:
+            session["n"] += 1
+
+        @manager
+        def look(update: Update, session: dict[str, Any]) -> int:
+            return int(session["n"])
+
+        @with_session(lazy=True, storage=storage, get_session_key=by_key)
+        def untouched(update: Update, session: Any) -> None:
+            pass
+
+        bump(Update(1))  # the first run also loads the scripts into Redis
+        for handler in (bump, look, untouched):
+            storage.client.sent.clear()
+            handler(Update(1))
+            trips = len(storage.client.sent)
+            expected = 0 if handler is untouched else 2
+            assert trips == expected, (handler.__name__, storage.client.sent)
+        assert look(Update(1)) == 2
+
+
+def test_entries_and_locks_live_under_the_prefix_with_clear_names() -> None:
+    with redis_storage(prefix="tgsession-test:names:") as storage:
+        counter = with_session(initial=lambda: {"n": 0}, storage=storage)
+        with counter.open(42) as session:
+            session["n"] = 1
+            assert storage.client.exists("tgsession-test:names:lock:{session:42}")
+        assert storage.client.get("tgsession-test:names:data:{session:42}") == b'{"n":1}'
+        assert list(storage.client.scan_iter(match="tgsession-test:names:*")) == [
+            b"tgsession-test:names:data:{session:42}"
+        ]
+
+
+def test_two_bots_with_different_prefixes_share_one_redis_without_colliding() -> None:
+    with redis_storage() as first, redis_storage() as second:
+        for storage, value in ((first, 1), (second, 2)):
+            with with_session(storage=storage).open(7) as session:
+                session["bot"] = value
+        assert first.read("session:7") == b'{"bot":1}'
+        assert second.read("session:7") == b'{"bot":2}'
+
+
+def test_redis_storage_satisfies_the_storage_protocol_and_is_importable_from_the_top() -> None:
+    from tgsession import RedisStorage
+
+    with redis_storage() as storage:
+        assert isinstance(storage, RedisStorage) and isinstance(storage, Storage)
+
+
+def test_a_client_that_decodes_responses_is_refused() -> None:
+    from tgsession import RedisStorage
+
+    with pytest.raises(ValueError, match="decode_responses"):
+        RedisStorage(redis.Redis.from_url(redis_url(), decode_responses=True))
+
+
+def test_a_foreign_value_of_another_type_is_a_clear_error_and_left_untouched() -> None:
+    with redis_storage() as storage:
+        data_key = storage.data_key("session:5")
+        storage.client.hset(data_key, "field", "value")
+        with (
+            pytest.raises(SessionDecodeError, match=r"'session:5' is a Redis hash"),
+            with_session(storage=storage).open(5),
+        ):
+            pass
+        assert storage.client.hgetall(data_key) == {b"field": b"value"}
+        assert not storage.client.exists(storage.lock_key("session:5"))
+
+
+def start(command: str, store: dict[str, Any], *args: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(WORKERS), command, json.dumps(store), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 120) -> str:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err
+    return out
+
+
+def spec(storage: Any, **options: Any) -> dict[str, Any]:
+    return {"redis": redis_url(), "prefix": storage.prefix, **options}
+
+
+def count_of(storage: Any, key: str) -> int:
+    return int(json.loads(storage.read(f"session:{key}") or b'{"count": 0}')["count"])
+
+
+def test_processes_with_their_own_clients_incrementing_one_counter_end_at_the_exact_sum() -> None:
+    with redis_storage() as storage:
+        processes = [start("increment", spec(storage), "shared", 200) for _ in range(4)]
+        processes += [start("open", spec(storage), "shared", 200) for _ in range(2)]
+        for process in processes:
+            finish(process)
+        assert count_of(storage, "shared") == 6 * 200
+
+
+def test_a_killed_holder_frees_its_session_within_lock_ttl() -> None:
+    with redis_storage(lock_ttl=2.0) as storage:
+        holder = start("hold", spec(storage, lock_ttl=2.0), "victim")
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(10)
+        killed = time.monotonic()
+        with with_session(initial=lambda: {"count": 0}, storage=storage).open("victim") as s:
+            freed_after = time.monotonic() - killed
+            s["count"] += 1
+        print(f"session free {freed_after:.2f} s after SIGKILL of its holder (lock_ttl 2 s)")
+        assert freed_after <= 2.0 + 1.0  # lock_ttl, plus room for a loaded machine
+        assert count_of(storage, "victim") == 1
+
+
+def test_a_handler_running_several_times_lock_ttl_keeps_its_lock() -> None:
+    with redis_storage(lock_ttl=1.0) as storage:
+        slow = start("increment", spec(storage, lock_ttl=1.0), "long", 1, 4.0)
+        time.sleep(1.0)  # the slow handler now holds the lock, for 3 more seconds
+        started = time.monotonic()
+        fast = start("increment", spec(storage, lock_ttl=1.0), "long", 1)
+        finish(fast)
+        waited = time.monotonic() - started
+        finish(slow)
+        assert waited >= 2.0, f"the competitor got in after {waited:.1f} s, while the holder ran"
+        assert count_of(storage, "long") == 2
+
+
+def test_a_holder_paused_past_lock_ttl_cannot_overwrite_the_newer_state() -> None:
+    with redis_storage(lock_ttl=1.0) as storage:
+        paused = start("hold-then-add", spec(storage, lock_ttl=1.0), "p", 0.5)
+        assert paused.stdout is not None and paused.stdout.readline().strip() == "locked"
+        os.kill(paused.pid, signal.SIGSTOP)
+        try:
+            finish(start("increment", spec(storage, lock_ttl=1.0), "p", 3), timeout=30)
+        finally:
+            os.kill(paused.pid, signal.SIGCONT)
+        out, err = paused.communicate(timeout=30)
+        assert paused.returncode == 3, (out, err)
+        assert out.startswith("lost") and "'session:p'" in out and "lock_ttl" in out
+        assert count_of(storage, "p") == 3  # the paused holder's +100 was refused
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server of the test's own on a free loopback port, with an append-only file."""
+
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            if REQUIRE_REDIS:
+                pytest.fail("TGSESSION_REQUIRE_REDIS=1 and redis-server is not on PATH")
+            pytest.skip("redis-server is not on PATH")
+        self.binary, self.directory, self.port = binary, directory, free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)),
+                *("--save", "", "--appendonly", "yes", "--appendfsync", "always"),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def test_redis_restart_fails_the_update_cleanly_and_the_bot_goes_on(tmp_path: Path) -> None:
+    from tgsession import RedisStorage
+
+    server = RedisServer(tmp_path)
+    server.start()
+    storage = RedisStorage.from_url(server.url, lock_ttl=1.0)
+    ran: list[int] = []
+
+    @with_session(initial=lambda: {"count": 0}, storage=storage, get_session_key=by_key)
+    def handler(update: Update, session: dict[str, Any]) -> None:
+        ran.append(update.key)
+        session["count"] += 1
+
+    try:
+        handler(Update(1))
+        server.stop()
+        with pytest.raises(SessionStorageError, match="'session:1'") as raised:
+            handler(Update(1))
+        assert isinstance(raised.value.__cause__, redis.ConnectionError)
+        assert ran == [1], "the handler ran although its session could not be loaded"
+        server.start()
+        handler(Update(1))  # the same storage and client, no restart of the bot
+        assert ran == [1, 1]
+        assert json.loads(storage.read("session:1") or b"") == {"count": 2}
+        assert list(storage.client.scan_iter()) == [storage.data_key("session:1").encode()]
+    finally:
+        storage.close()
+        if server.process and server.process.poll() is None:
+            server.stop()
+
+
+def test_redis_stopping_mid_handler_loses_only_that_update_and_frees_the_lock(
+    tmp_path: Path,
+) -> None:
+    from tgsession import RedisStorage
+
+    server = RedisServer(tmp_path)
+    server.start()
+    storage = RedisStorage.from_url(server.url, lock_ttl=1.0)
+
+    @with_session(initial=lambda: {"count": 0}, storage=storage, get_session_key=by_key)
+    def handler(update: Update, session: dict[str, Any], crash: bool = False) -> None:
+        session["count"] += 1
+        if crash:
+            server.stop()
+            server.start()  # Redis restarts while this handler holds the lock
+
+    try:
+        handler(Update(1))
+        handler(Update(1), crash=True)  # the restart is over before the save: it succeeds
+        server.stop()
+        with pytest.raises(SessionStorageError):
+            handler(Update(1))
+        server.start()
+        started = time.monotonic()
+        handler(Update(1))
+        assert time.monotonic() - started < 1.0 + 1.0
+        assert json.loads(storage.read("session:1") or b"") == {"count": 3}
+    finally:
+        storage.close()
+        if server.process and server.process.poll() is None:
+            server.stop()
+
+
+def test_lock_timeout_bounds_the_wait_for_a_busy_session() -> None:
+    with redis_storage(lock_timeout=0.3) as storage:
+        holder = start("hold", spec(storage), "busy")
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+            started = time.monotonic()
+            with (
+                pytest.raises(SessionLockTimeout, match="'session:busy'"),
+                with_session(storage=storage).open("busy"),
+            ):
+                pass
+            assert 0.3 <= time.monotonic() - started < 2.0
+        finally:
+            holder.kill()
+            holder.wait(10)
