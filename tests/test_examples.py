@@ -12,6 +12,8 @@ from pathlib import Path
 from tgsession import DiskStorage, with_session
 from tgsession.testing import FakeBotAPI
 
+from conftest import redis_storage, redis_url
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -25,9 +27,9 @@ def example_env(api: FakeBotAPI, sessions: Path) -> dict[str, str]:
 
 
 @contextmanager
-def running(name: str, api: FakeBotAPI, sessions: Path) -> Iterator[None]:
+def running(name: str, api: FakeBotAPI, sessions: Path, **env: str) -> Iterator[None]:
     process = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / name)], env=example_env(api, sessions)
+        [sys.executable, str(EXAMPLES / name)], env={**example_env(api, sessions), **env}
     )
     try:
         yield
@@ -115,6 +117,18 @@ def test_edit_sessions_script_edits_a_counter_while_the_bot_runs(
         assert replies(bot_api, 2)[-1] == "count: 12"
         assert script("7", "reset") == "user 7: reset"
         assert script("7", "show") == "user 7: count 0"
+
+
+def test_redis_bot_counts_in_redis(bot_api: FakeBotAPI, tmp_path: Path) -> None:
+    with redis_storage() as storage:
+        env = {"REDIS_URL": redis_url(), "REDIS_PREFIX": storage.prefix}
+        with running("redis_bot.py", bot_api, tmp_path, **env):
+            for _ in range(3):
+                bot_api.push_message(user_id=8, text="/count")
+            texts = replies(bot_api, 3)
+            with with_session(storage=storage).open(8) as session:
+                assert session == {"count": 3}
+    assert [text.split(" (pid")[0] for text in texts] == ["count: 1", "count: 2", "count: 3"]
 
 
 def test_offline_demo_runs_without_a_token_or_network() -> None:

@@ -123,10 +123,8 @@ def test_a_foreign_value_of_another_type_is_a_clear_error_and_left_untouched() -
     with redis_storage() as storage:
         data_key = storage.data_key("session:5")
         storage.client.hset(data_key, "field", "value")
-        with (
-            pytest.raises(SessionDecodeError, match=r"'session:5' is a Redis hash"),
-            with_session(storage=storage).open(5),
-        ):
+        opening = with_session(storage=storage).open(5)
+        with pytest.raises(SessionDecodeError, match=r"'session:5' is a Redis hash"), opening:
             pass
         assert storage.client.hgetall(data_key) == {b"field": b"value"}
         assert not storage.client.exists(storage.lock_key("session:5"))
@@ -324,10 +322,8 @@ def test_lock_timeout_bounds_the_wait_for_a_busy_session() -> None:
         try:
             assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
             started = time.monotonic()
-            with (
-                pytest.raises(SessionLockTimeout, match="'session:busy'"),
-                with_session(storage=storage).open("busy"),
-            ):
+            opening = with_session(storage=storage).open("busy")
+            with pytest.raises(SessionLockTimeout, match="'session:busy'"), opening:
                 pass
             assert 0.3 <= time.monotonic() - started < 2.0
         finally:
