@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from tgsession import (
     with_session,
 )
 
+UPDATE_FIELDS = set(inspect.signature(types.Update.__init__).parameters) - {"self", "update_id"}
 USER = {"id": 111, "is_bot": False, "first_name": "Ann"}
 OTHER = {"id": 222, "is_bot": False, "first_name": "Bob"}
 PRIVATE = {"id": 111, "type": "private", "first_name": "Ann"}
@@ -134,7 +136,14 @@ UPDATES: dict[str, tuple[dict[str, Any], int | None, int | None]] = {
         -200,
     ),
     "business_connection": (
-        {"id": "b", "user": USER, "user_chat_id": 111, "date": 0, "is_enabled": True},
+        {
+            "id": "b",
+            "user": USER,
+            "user_chat_id": 111,
+            "date": 0,
+            "is_enabled": True,
+            "can_reply": True,  # required by older telebot releases
+        },
         111,
         None,
     ),
@@ -152,6 +161,8 @@ UPDATES: dict[str, tuple[dict[str, Any], int | None, int | None]] = {
 
 
 def parse(kind: str, payload: dict[str, Any]) -> Any:
+    if kind not in UPDATE_FIELDS:
+        pytest.skip(f"the installed telebot has no {kind} updates")
     update = types.Update.de_json({"update_id": 1, kind: payload})
     parsed = getattr(update, kind)
     assert parsed is not None, kind
@@ -171,10 +182,7 @@ def test_by_chat_finds_the_chat_of_every_update_type_that_has_one(kind: str) -> 
 
 
 def test_every_update_type_of_telebot_is_covered() -> None:
-    import inspect
-
-    fields = set(inspect.signature(types.Update.__init__).parameters) - {"self", "update_id"}
-    assert fields - {"poll", "message_reaction_count"} == set(UPDATES)
+    assert UPDATE_FIELDS - {"poll", "message_reaction_count"} <= set(UPDATES)
 
 
 def test_message_sent_on_behalf_of_a_chat_is_keyed_by_that_chat() -> None:
