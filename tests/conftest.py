@@ -16,9 +16,16 @@ import telebot
 from tgsession import DiskStorage, MemoryStorage
 from tgsession.testing import FakeBotAPI
 
+REPO = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TGSESSION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # .ci/run sets this, so that a missing Redis fails the run instead of skipping its tests.
 REQUIRE_REDIS = os.environ.get("TGSESSION_REQUIRE_REDIS") == "1"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process: it imports tgsession from this checkout."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 class RecordingStorage:

@@ -85,7 +85,12 @@ def test_pickled_value_in_the_directory_is_refused_not_unpickled(tmp_path: Path)
 
 
 def test_every_error_is_a_session_error() -> None:
-    for error in (SessionDecodeError, SessionEncodeError, SessionStorageError):
+    import tgsession
+
+    errors = [getattr(tgsession, name) for name in tgsession.__all__ if name.endswith("Error")]
+    errors += [tgsession.SessionLockTimeout, tgsession.SessionLockLost]
+    assert len(errors) == 7
+    for error in errors:
         assert issubclass(error, SessionError)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -12,6 +11,8 @@ from pathlib import Path
 import diskcache
 
 from tgsession import DiskStorage, Storage, with_session
+
+from conftest import child_env
 
 
 def mode(path: Path) -> int:
@@ -62,7 +63,7 @@ def test_sessions_survive_a_restart_of_the_process(tmp_path: Path) -> None:
 
 
 def run_default(cwd: Path, env_dir: str | None = None) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "TGSESSION_DIR"}
+    env = {k: v for k, v in child_env().items() if k != "TGSESSION_DIR"}
     if env_dir is not None:
         env["TGSESSION_DIR"] = env_dir
     script = (

@@ -15,6 +15,8 @@ import pytest
 
 from tgsession import DiskStorage, SessionLockTimeout, with_session
 
+from conftest import child_env
+
 WORKERS = Path(__file__).with_name("workers.py")
 
 
@@ -25,6 +27,7 @@ def start(command: str, directory: Path, *args: Any) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=child_env(),
     )
 
 
@@ -92,13 +95,13 @@ def test_a_live_holder_keeps_its_lock_however_long_its_handler_runs(tmp_path: Pa
     # Each of two handlers of the first process holds the lock for 3 s; a competitor that
     # starts meanwhile must wait, and the total stays exact.
     slow = start("increment", tmp_path, "long", 2, 3.0)
-    time.sleep(1.0)
+    assert slow.stdout is not None and slow.stdout.readline().strip() == "locked"
     started = time.monotonic()
     fast = start("increment", tmp_path, "long", 1)
     finish(fast)
     waited = time.monotonic() - started
     finish(slow)
-    assert waited >= 1.5, f"the competitor got in after {waited:.1f} s, while the holder ran"
+    assert waited >= 2.5, f"the competitor got in after {waited:.1f} s, while the holder ran"
     assert stored_count(tmp_path, "long") == 3
 
 
@@ -123,3 +126,41 @@ def test_a_forked_child_uses_the_store_safely(tmp_path: Path) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert stored_count(tmp_path, "f") == 201
+
+
+def test_threads_of_two_processes_waiting_across_keys_are_not_taken_for_a_deadlock(
+    tmp_path: Path,
+) -> None:
+    # Each process holds one key in a thread while another of its threads waits for the key
+    # the other process holds. The kernel sees two processes waiting for each other and
+    # answers EDEADLK, though each holder finishes on its own: both must complete.
+    first = start("cross", tmp_path, "a", "b")
+    second = start("cross", tmp_path, "b", "a")
+    assert "done" in finish(first, timeout=60)
+    assert "done" in finish(second, timeout=60)
+
+
+def test_closing_one_disk_storage_leaves_the_others_on_its_directory_working(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    first, second = DiskStorage(tmp_path), DiskStorage(tmp_path)
+    first.close()
+    counter = with_session(initial=lambda: {"count": 0}, storage=second)
+
+    def bump() -> None:
+        for _ in range(100):
+            with counter.open("c") as session:
+                session["count"] += 1
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert stored_count(tmp_path, "c") == 400
+    second.close()
+    with pytest.raises(ValueError, match="closed"):
+        first.read("session:c")
+    assert stored_count(tmp_path, "c") == 400  # a new object opens the directory afresh

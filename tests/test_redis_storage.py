@@ -25,7 +25,7 @@ from tgsession import (
     with_session,
 )
 
-from conftest import REQUIRE_REDIS, Update, by_key, redis_storage, redis_url
+from conftest import REQUIRE_REDIS, Update, by_key, child_env, redis_storage, redis_url
 
 redis = pytest.importorskip("redis")
 WORKERS = Path(__file__).with_name("workers.py")
@@ -136,6 +136,7 @@ def start(command: str, store: dict[str, Any], *args: Any) -> subprocess.Popen[s
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=child_env(),
     )
 
 

@@ -137,6 +137,7 @@ def test_a_handler_that_raises_under_telebot_saves_nothing_and_the_bot_goes_on(
     with polling(bot):
         replies = [call["text"] for call in bot_api.wait_for_calls(2)]
     assert sorted(replies) == ["count: 1", "count: 2"]
+    assert json.loads(storage.read("session:3")) == {"count": 2}
 
 
 @pytest.mark.parametrize("lazy", [False, True])

@@ -7,6 +7,8 @@ increment STORE KEY N [HOLD]  apply N increments to session KEY through a decora
                               sleeping HOLD seconds inside each; print "done"
 open STORE KEY N              the same through SessionManager.open, as a script would
 hold STORE KEY                take the lock of KEY, print "locked", then sleep until killed
+cross STORE MINE OTHER         hold MINE for 1 s in one thread while another thread waits for
+                              OTHER (held by a twin process); exit 1 if a thread failed
 hold-then-add STORE KEY SECS  take the lock of KEY, print "locked", sleep SECS, add 100 and
                               save; print "saved", or "lost" (exit 3) if the lock was lost
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from typing import Any
 
@@ -43,6 +46,8 @@ def main() -> None:
         @counter
         def handler(update: str, session: dict[str, int]) -> None:
             value = session["count"]
+            if hold:
+                print("locked", flush=True)
             time.sleep(hold)
             session["count"] = value + 1
 
@@ -56,6 +61,32 @@ def main() -> None:
         with counter.open(key):
             print("locked", flush=True)
             time.sleep(3600)
+    elif command == "cross":
+        storage, failures = counter.storage, []
+
+        def hold_mine() -> None:
+            with storage.lock(key):
+                time.sleep(1.0)
+
+        def want_other() -> None:
+            time.sleep(0.3)
+            with storage.lock(sys.argv[4]):
+                pass
+
+        def run(target: Any) -> None:
+            try:
+                target()
+            except Exception as error:
+                failures.append(error)
+
+        threads = [threading.Thread(target=run, args=(t,)) for t in (hold_mine, want_other)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            print("failed", failures, flush=True)
+            sys.exit(1)
     elif command == "hold-then-add":
         try:
             with counter.open(key) as session:

@@ -6,8 +6,10 @@ def count(message, session):
     session["count"] += 1
 """
 
+import importlib.util
+
 from .codec import Codec, JSONCodec
-from .decorator import SessionManager, with_session
+from .decorator import with_session
 from .errors import (
     SessionDecodeError,
     SessionEncodeError,
@@ -18,6 +20,7 @@ from .errors import (
     SessionStorageError,
 )
 from .keys import SessionKey, by_chat, by_user, by_user_in_chat
+from .manager import SessionManager
 from .session import LazySession, Session
 from .storage import DiskStorage, MemoryStorage, Storage
 
@@ -27,7 +30,6 @@ __all__ = [
     "JSONCodec",
     "LazySession",
     "MemoryStorage",
-    "RedisStorage",
     "Session",
     "SessionDecodeError",
     "SessionEncodeError",
@@ -44,6 +46,9 @@ __all__ = [
     "by_user_in_chat",
     "with_session",
 ]
+
+if importlib.util.find_spec("redis") is not None:  # the optional extra tgsession[redis]
+    __all__ += ["RedisStorage"]
 
 __version__ = "0.1.0"
 

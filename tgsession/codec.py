@@ -46,5 +46,11 @@ class JSONCodec:
         return self._encoder.encode(value).encode("utf-8")
 
     def decode(self, data: bytes) -> Any:
-        """Return the value that the UTF-8 JSON ``data`` holds."""
-        return json.loads(data)
+        """Return the value that the UTF-8 JSON ``data`` holds; refuse NaN and Infinity."""
+        return json.loads(data, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which are not JSON; the encoder refuses them, so
+    # accepting them here would load a session that can never be saved.
+    raise ValueError(f"{name} is not a JSON value")

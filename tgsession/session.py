@@ -46,6 +46,11 @@ class LazySession(MutableMapping[str, Any]):
         self._load = load
         self._session: Session | None = None
 
+    def close(self, load: Callable[[], Session]) -> None:
+        """Forget the session and use ``load`` on any later use (the handler has returned)."""
+        self._session = None
+        self._load = load
+
     @property
     def loaded(self) -> bool:
         """Whether the session has been loaded (and its lock taken)."""

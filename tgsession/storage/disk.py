@@ -13,7 +13,6 @@ import errno
 import fcntl
 import hashlib
 import os
-import random
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import diskcache
 from diskcache.core import DBNAME, MODE_PICKLE
 
 from ..errors import SessionDecodeError
-from ._keylocks import KeyedLocks, lock_timeout
+from ._locking import Backoff, KeyedLocks, lock_timeout
 
 LOCK_FILE = "locks"
 _OFFSET_MASK = (1 << 62) - 1
@@ -51,6 +50,7 @@ class _Directory:
 
     def __init__(self, path: str) -> None:
         self.pid = os.getpid()
+        self.path = path
         os.makedirs(path, mode=0o700, exist_ok=True)
         # SQLite gives its -wal and -shm files the mode of the database file, so creating that
         # file owner-only first makes every file of the store owner-only.
@@ -66,6 +66,7 @@ class _Directory:
             os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
         self.threads = KeyedLocks()
+        self.users = 0  # DiskStorage objects of this process using it
 
     def close(self) -> None:
         # Closing the file drops every lockf lock this process holds on it, so callers must
@@ -78,7 +79,16 @@ _directories: dict[str, _Directory] = {}
 _directories_guard = threading.RLock()
 
 
-def _shared_directory(path: str) -> _Directory:
+def _new_guard_in_child() -> None:
+    # A fork while another thread held the guard would leave the child's copy held forever.
+    global _directories_guard
+    _directories_guard = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_guard_in_child)
+
+
+def _use_directory(path: str) -> _Directory:
     """Return this process's one _Directory for ``path``, opening it on first use.
 
     lockf locks belong to a process, not to a thread or a file descriptor: two objects of one
@@ -90,7 +100,18 @@ def _shared_directory(path: str) -> _Directory:
         directory = _directories.get(path)
         if directory is None or directory.pid != os.getpid():
             directory = _directories[path] = _Directory(path)
+        directory.users += 1
         return directory
+
+
+def _release_directory(directory: _Directory) -> None:
+    """Stop using ``directory``; the last user of this process closes it."""
+    with _directories_guard:
+        directory.users -= 1
+        if directory.users == 0 and directory.pid == os.getpid():
+            if _directories.get(directory.path) is directory:
+                del _directories[directory.path]
+            directory.close()
 
 
 def _lock_offset(key: str) -> int:
@@ -101,17 +122,13 @@ def _lock_offset(key: str) -> int:
 
 
 def _lock_byte(fd: int, offset: int, deadline: float | None) -> bool:
-    """Lock one byte of the lock file; return False if ``deadline`` passed first.
-
-    Without a deadline the wait is in the kernel, which wakes the process when the byte is
-    free; with one, the lock is polled with a backoff, as lockf has no timed wait.
-    """
-    delay = 0.001
+    """Lock one byte of the lock file; return False if ``deadline`` passed first."""
+    backoff = Backoff(deadline)
     while True:
         try:
-            if deadline is None:
+            if deadline is None:  # wait in the kernel, which wakes us when the byte is free
                 fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset)
-            else:
+            else:  # lockf has no timed wait: poll
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
             return True
         except OSError as error:
@@ -120,10 +137,8 @@ def _lock_byte(fd: int, offset: int, deadline: float | None) -> bool:
             # holder finishes on its own, so wait a little and try again.
             if error.errno not in (errno.EDEADLK, errno.EAGAIN, errno.EACCES):
                 raise
-        if deadline is not None and time.monotonic() >= deadline:
+        if not backoff.sleep():
             return False
-        time.sleep(delay * (0.5 + random.random()))
-        delay = min(delay * 2, 0.05)
 
 
 class DiskStorage:
@@ -143,12 +158,14 @@ class DiskStorage:
         """
         self.directory = os.path.realpath(os.fspath(directory))
         self.lock_timeout = lock_timeout
-        self._shared = _shared_directory(self.directory)
+        self._shared: _Directory | None = _use_directory(self.directory)
 
     def _dir(self) -> _Directory:
         shared = self._shared
+        if shared is None:
+            raise ValueError(f"{self!r} is closed")
         if shared.pid != os.getpid():
-            shared = self._shared = _shared_directory(self.directory)
+            shared = self._shared = _use_directory(self.directory)
         return shared
 
     def read(self, key: str) -> bytes | None:
@@ -185,11 +202,13 @@ class DiskStorage:
                 fcntl.lockf(shared.lock_fd, fcntl.LOCK_UN, 1, offset)
 
     def close(self) -> None:
-        """Close this process's handle on the directory; call it only when no handler runs."""
-        with _directories_guard:
-            shared = _directories.pop(self.directory, None)
-        if shared is not None and shared.pid == os.getpid():
-            shared.close()
+        """Stop using the directory; the last open DiskStorage of it in this process closes it.
+
+        Call it only when none of this object's sessions is held.
+        """
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            _release_directory(shared)
 
     def __repr__(self) -> str:
         return f"DiskStorage({self.directory!r})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 
-from ._keylocks import KeyedLocks
+from ._locking import KeyedLocks
 
 
 class MemoryStorage:

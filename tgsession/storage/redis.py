@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from ..errors import SessionDecodeError, SessionLockLost, SessionStorageError
-from ._keylocks import KeyedLocks, lock_timeout
+from ._locking import Backoff, KeyedLocks, lock_timeout
 
 logger = logging.getLogger("tgsession")
 
@@ -189,7 +189,7 @@ class RedisStorage:
     def _acquire(self, held: _Held, deadline: float | None) -> bytes | None:
         """Take the Redis lock of ``held.key``; return the entry, loaded in the same trip."""
         keys = [self.lock_key(held.key), self.data_key(held.key)]
-        delay = 0.001
+        backoff = Backoff(deadline)
         while True:
             reply = self._lock_and_load(keys=keys, args=[held.token, self._ttl_ms])
             if reply[0] == 1:
@@ -200,14 +200,9 @@ class RedisStorage:
                     f"{keys[1]!r}, not session bytes: something other than tgsession wrote "
                     "it; it is left untouched, delete it to start afresh"
                 )
-            if deadline is not None and time.monotonic() >= deadline:
+            # Busy: poll again, never sleeping past the holder's expiry.
+            if not backoff.sleep(at_most=max(reply[1], 1) / 1000):
                 raise lock_timeout(held.key, self.lock_timeout)
-            # Poll with a growing delay, never sleeping past the holder's expiry or deadline.
-            wait = min(delay, max(reply[1], 1) / 1000)
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - time.monotonic()))
-            time.sleep(wait)
-            delay = min(delay * 2, 0.025)
 
     def _release(self, held: _Held) -> None:
         """Apply the pending change and unlock, if the lock is still ours."""

@@ -1,13 +1,15 @@
-"""Mutual exclusion per key between the threads of one process.
+"""Pieces the storages' locks share: per-key thread locks, polling backoff, timeout errors.
 
-Every storage puts this in front of its own cross-process lock, so that the worker threads of
-one bot queue on a plain ``threading.Lock`` (no polling, no round trip to the store) and only
-one thread per key and process ever competes for the store's lock.
+Every storage puts a :class:`KeyedLocks` in front of its own cross-process lock, so that the
+worker threads of one bot queue on a plain ``threading.Lock`` (no polling, no round trip to the
+store) and only one thread per key and process ever competes for the store's lock.
 """
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -62,3 +64,28 @@ def lock_timeout(key: str, timeout: float | None) -> SessionLockTimeout:
         "raise the storage's lock_timeout if handlers of one user run that long, "
         "or check for handlers that open sessions in different orders"
     )
+
+
+class Backoff:
+    """Sleeps of growing length between polls of a busy lock, until an optional deadline."""
+
+    FIRST, LONGEST = 0.001, 0.025
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline  # a time.monotonic() value, or None for no limit
+        self.delay = self.FIRST
+
+    def sleep(self, at_most: float | None = None) -> bool:
+        """Sleep before the next poll (no longer than ``at_most``); False if past the deadline."""
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            return False
+        # Jitter keeps waiters that started together from polling in step.
+        wait = self.delay * (0.5 + random.random())
+        if at_most is not None:
+            wait = min(wait, at_most)
+        if self.deadline is not None:
+            wait = min(wait, self.deadline - now)
+        time.sleep(wait)
+        self.delay = min(self.delay * 2, self.LONGEST)
+        return True

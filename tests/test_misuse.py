@@ -1,0 +1,185 @@
+"""Misuse fails loudly and at once: it never hangs, drops arguments or loses changes silently."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+from tgsession import MemoryStorage, SessionDecodeError, SessionError, by_user, with_session
+
+from conftest import Update, by_key, child_env
+
+
+def counter(storage: Any = None, **options: Any) -> Any:
+    return with_session(
+        initial=lambda: {"count": 0},
+        storage=storage or MemoryStorage(),
+        get_session_key=by_key,
+        **options,
+    )
+
+
+def test_a_foreign_decorator_between_two_sessions_still_runs() -> None:
+    calls: list[str] = []
+
+    def logged(function: Any) -> Any:
+        @functools.wraps(function)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            calls.append("logged")
+            return function(*args, **kwargs)
+
+        return inner
+
+    @counter(key="a")
+    @logged
+    @counter(key="b")
+    def handler(update: Update, a: Any, b: Any) -> str:
+        return "ok"
+
+    assert handler(Update(1)) == "ok"
+    assert calls == ["logged"]
+
+
+def test_positional_arguments_reach_star_args_before_a_keyword_only_session() -> None:
+    @counter()
+    def handler(update: Update, *rest: Any, session: Any) -> Any:
+        return rest
+
+    assert handler(Update(1), "x", "y") == ("x", "y")
+
+
+def test_surplus_positional_arguments_are_a_type_error_not_dropped() -> None:
+    @counter()
+    def handler(update: Update, session: Any, extra: Any = None) -> Any:
+        return extra
+
+    assert handler(Update(1), "e") == "e"
+    with pytest.raises(TypeError, match="positional"):
+        handler(Update(1), "e", "surplus")
+
+
+def test_a_lazy_session_used_after_its_handler_returned_raises_and_holds_no_lock() -> None:
+    manager = counter(lazy=True)
+    kept: list[Any] = []
+
+    @manager
+    def handler(update: Update, session: Any) -> None:
+        session["count"] += 1
+        kept.append(session)
+
+    handler(Update(1))
+    with pytest.raises(SessionError, match="after its handler returned"):
+        kept[0]["count"] += 1
+    done = threading.Event()
+    threading.Thread(target=lambda: (handler(Update(1)), done.set())).start()
+    assert done.wait(5), "the session's lock was still held after its handler returned"
+    with manager.open(1) as session:
+        assert session == {"count": 2}
+
+
+def test_a_handler_calling_another_handler_of_its_own_session_gets_an_error_not_a_hang() -> None:
+    manager = counter()
+
+    @manager
+    def menu(update: Update, session: Any) -> None:
+        session["count"] += 1
+
+    @manager
+    def start(update: Update, session: Any) -> None:
+        menu(update)
+
+    @manager
+    def reset(update: Update, session: Any) -> None:
+        manager.delete(update.key)
+
+    outcome: list[BaseException] = []
+
+    def run(handler: Any) -> None:
+        try:
+            handler(Update(1))
+        except SessionError as error:
+            outcome.append(error)
+
+    for handler in (start, reset):
+        thread = threading.Thread(target=run, args=(handler,))
+        thread.start()
+        thread.join(5)
+        assert not thread.is_alive(), f"{handler.__name__} hung"
+    assert len(outcome) == 2
+    assert all("'session:1' is already open in this thread" in str(e) for e in outcome)
+
+
+def test_a_lazy_session_whose_load_failed_can_be_tried_again_without_hanging() -> None:
+    storage = MemoryStorage()
+    storage.write("session:1", b"corrupt")
+    errors: list[Exception] = []
+
+    @counter(storage, lazy=True)
+    def handler(update: Update, session: Any) -> None:
+        for _ in range(2):
+            try:
+                session["count"]
+            except SessionDecodeError as error:
+                errors.append(error)
+
+    thread = threading.Thread(target=handler, args=(Update(1),))
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert len(errors) == 2
+    assert storage.read("session:1") == b"corrupt"
+
+
+def test_stored_nan_is_refused_before_the_handler_runs() -> None:
+    storage = MemoryStorage()
+    storage.write("session:1", b'{"count": NaN}')
+    ran: list[bool] = []
+
+    @counter(storage)
+    def handler(update: Update, session: Any) -> None:
+        ran.append(True)
+
+    with pytest.raises(SessionDecodeError, match="NaN"):
+        handler(Update(1))
+    assert ran == []
+
+
+def test_bytes_in_another_json_layout_are_rewritten_canonically_once() -> None:
+    storage = MemoryStorage()
+    storage.write("session:1", b'{ "count": 1, "a": 2 }')
+    writes: list[bytes] = []
+    original_write = storage.write
+    storage.write = lambda key, data: (writes.append(data), original_write(key, data))  # type: ignore[method-assign]
+
+    @counter(storage)
+    def read_only(update: Update, session: Any) -> int:
+        return int(session["count"])
+
+    assert [read_only(Update(1)) for _ in range(3)] == [1, 1, 1]
+    assert writes == [b'{"a":2,"count":1}']
+
+
+def test_get_session_key_none_means_by_user() -> None:
+    assert with_session(get_session_key=None).get_session_key is by_user
+
+
+def test_star_import_works_without_the_optional_redis() -> None:
+    script = (
+        "import sys; sys.modules['redis'] = None\n"
+        "from tgsession import *\n"
+        "assert 'RedisStorage' not in dir()\n"
+        "try:\n"
+        "    from tgsession import RedisStorage\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=child_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'tgsession[redis]'" in result.stdout

@@ -1,0 +1,120 @@
+"""Wrapping a handler so that it receives its sessions by keyword, for one call at a time."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import SessionError
+from .manager import OpenSession, save_all
+from .session import LazySession
+
+if TYPE_CHECKING:
+    from .manager import SessionManager
+
+
+def _check_parameters(
+    handler: Callable[..., Any], signature: inspect.Signature, names: list[str]
+) -> None:
+    """Raise TypeError unless ``handler`` can receive each of ``names`` by keyword."""
+    params = signature.parameters
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    for name in names:
+        param = params.get(name)
+        if param is None and not takes_kwargs:
+            raise TypeError(
+                f"{handler.__qualname__}() has no parameter {name!r} to receive its session: "
+                "add one, or pass with_session(key=...) the name of the parameter that should "
+                "receive it"
+            )
+        if param is not None and param.kind not in (
+            param.POSITIONAL_OR_KEYWORD,
+            param.KEYWORD_ONLY,
+        ):
+            raise TypeError(
+                f"{handler.__qualname__}() takes its session {name!r} as a "
+                f"{param.kind.description} parameter; it is passed by keyword"
+            )
+
+
+def wrap(handler: Callable[..., Any], managers: tuple[SessionManager, ...]) -> Callable[..., Any]:
+    """Return ``handler`` wrapped to receive the session of each of ``managers`` by keyword.
+
+    The wrapper's signature is the handler's without the session parameters, which is what
+    telebot inspects to pass ``bot``, ``data`` or middleware values.
+    """
+    signature = inspect.signature(handler)
+    names = [manager.key for manager in managers]
+    _check_parameters(handler, signature, names)
+    params = list(signature.parameters.values())
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    # Callers see no session parameter, so positional arguments from the first one on would
+    # land in it: they are passed by name instead.
+    cut = next((i for i, name in enumerate(positional) if name in names), None)
+    shifted = [] if cut is None else [name for name in positional[cut:] if name not in names]
+    if cut is not None and any(p.kind is p.VAR_POSITIONAL for p in params):
+        raise TypeError(
+            f"{handler.__qualname__}() takes *args after a session parameter; "
+            "make the session parameter keyword-only (after the *args)"
+        )
+    eager = tuple(manager for manager in managers if not manager.lazy)
+    lazy = tuple(manager for manager in managers if manager.lazy)
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not args:
+            raise TypeError(f"{handler.__qualname__}() needs the update as its first argument")
+        update = args[0]
+        if cut is not None and len(args) > cut:
+            if len(args) > cut + len(shifted):
+                raise TypeError(
+                    f"{handler.__qualname__}() takes {cut + len(shifted)} positional "
+                    f"arguments besides its sessions, but {len(args)} were given"
+                )
+            kwargs.update(zip(shifted, args[cut:]))
+            args = args[:cut]
+        with ExitStack() as stack:
+            held: list[OpenSession] = []
+            waiting = list(lazy)
+            keyed: list[tuple[str, SessionManager]] = []
+            for manager in eager:
+                session_key = manager.get_session_key(update)
+                if session_key is None:
+                    waiting.append(manager)  # its session raises SessionKeyError when used
+                else:
+                    keyed.append((manager.entry_key(session_key), manager))
+            # Every handler takes its eager locks in one global order, so two handlers that
+            # stack the same sessions in different orders cannot deadlock.
+            keyed.sort(key=lambda pair: pair[0])
+            for entry, manager in keyed:
+                opened = manager.acquire(stack, entry)
+                held.append(opened)
+                kwargs[manager.key] = opened.session
+            proxies = []
+            for manager in waiting:
+                load = functools.partial(manager.acquire_lazily, stack, update, held)
+                proxy = kwargs[manager.key] = LazySession(load)
+                proxies.append(proxy)
+            try:
+                result = handler(*args, **kwargs)
+            finally:
+                for proxy in proxies:
+                    proxy.close(_used_after_return)
+            save_all(held)
+        return result
+
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for p in params if p.name not in names]
+    )
+    wrapper.__tgsession_stack__ = (handler, managers)  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _used_after_return() -> Any:
+    raise SessionError(
+        "a lazy session was used after its handler returned, when it is no longer locked and "
+        "nothing would save it: use sessions only while their handler runs (for a next-step "
+        "handler, decorate that handler too)"
+    )

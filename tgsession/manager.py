@@ -1,0 +1,255 @@
+"""SessionManager: one kind of session, and the steps that open and save it.
+
+Opening a session takes the storage's lock of its entry (``f"{key}:{session_key}"``), then
+reads and decodes the entry, or creates a session with ``initial()``. Saving encodes it and
+writes it if its bytes changed, or deletes it if it was cleared; then the lock is released.
+When the holder raises, nothing is saved.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any, Callable, TypeVar
+
+from .codec import Codec
+from .errors import (
+    SessionDecodeError,
+    SessionEncodeError,
+    SessionError,
+    SessionKeyError,
+    SessionStorageError,
+)
+from .keys import KeyStrategy, SessionKey
+from .session import Session
+from .storage.base import Storage
+from .storage.disk import default_storage
+
+logger = logging.getLogger("tgsession")
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+class _Delete:
+    """The change that means: delete the stored entry."""
+
+
+_DELETE = _Delete()
+
+# The entries each thread holds, to refuse opening one twice: its lock is not re-entrant, so
+# a second open by the holder itself would wait for ever.
+_this_thread = threading.local()
+
+
+def _storage_call(entry: str, action: str, call: Callable[[], T]) -> T:
+    """Run a storage operation, turning its failures into errors that name the session."""
+    try:
+        return call()
+    except SessionError:
+        raise
+    except Exception as error:
+        raise SessionStorageError(f"could not {action} session {entry!r}: {error!r}") from error
+
+
+class OpenSession:
+    """One session held under its lock, between its load and its save."""
+
+    __slots__ = ("baseline", "entry", "manager", "session", "stored")
+
+    def __init__(
+        self, manager: SessionManager, entry: str, stored: bool, baseline: bytes, session: Session
+    ) -> None:
+        self.manager = manager
+        self.entry = entry
+        self.stored = stored  # whether the entry exists in the storage
+        self.baseline = baseline  # the bytes loaded, or the encoded initial() of a new session
+        self.session = session
+
+    def change(self) -> bytes | _Delete | None:
+        """Return what saving means: bytes to write, _DELETE, or None for nothing."""
+        if self.session.deleted:
+            return _DELETE if self.stored else None
+        data = self.manager._encode(self.entry, self.session)
+        return None if data == self.baseline else data
+
+    def save(self, change: bytes | _Delete | None) -> None:
+        """Apply a change computed by :meth:`change`."""
+        storage, entry = self.manager.storage, self.entry
+        if isinstance(change, _Delete):
+            _storage_call(entry, "delete", lambda: storage.delete(entry))
+            logger.debug("deleted session %r", entry)
+        elif change is not None:
+            _storage_call(entry, "write", lambda: storage.write(entry, change))
+            logger.debug("saved session %r (%d bytes)", entry, len(change))
+
+
+def save_all(opened: list[OpenSession]) -> None:
+    """Save every session of ``opened``; encode them all first, so one that cannot be encoded
+    leaves all of them as they were."""
+    changes = [(held, held.change()) for held in opened]
+    for held, change in changes:
+        held.save(change)
+
+
+class SessionManager:
+    """One kind of session: how it is keyed, created and stored, and how handlers get it.
+
+    ``with_session(...)`` returns one. Decorate handlers with it, or use :meth:`open` in scripts.
+    """
+
+    def __init__(
+        self,
+        *,
+        key: str,
+        initial: Callable[[], dict[str, Any]],
+        storage: Storage | None,
+        get_session_key: KeyStrategy,
+        lazy: bool,
+        codec: Codec,
+    ) -> None:
+        if not key.isidentifier():
+            raise ValueError(f"key must be a parameter name, got {key!r}")
+        self.key = key
+        self.initial = initial
+        self.get_session_key = get_session_key
+        self.lazy = lazy
+        self.codec = codec
+        self._storage = storage
+
+    @property
+    def storage(self) -> Storage:
+        """The storage of these sessions (the process-wide default DiskStorage if none given)."""
+        storage = self._storage
+        if storage is None:
+            storage = self._storage = default_storage()
+        return storage
+
+    def entry_key(self, session_key: SessionKey) -> str:
+        """Return the storage key of the session with ``session_key``."""
+        if isinstance(session_key, bool) or not isinstance(session_key, (str, int)):
+            raise SessionKeyError(
+                f"session keys are str or int, but the key of session {self.key!r} is "
+                f"{session_key!r}; make get_session_key return an id"
+            )
+        return f"{self.key}:{session_key}"
+
+    def __call__(self, handler: F) -> F:
+        """Decorate ``handler`` so that it receives this session as the argument ``key``."""
+        from ._handler import wrap  # _handler builds on this module
+
+        stacked = getattr(handler, "__tgsession_stack__", None)
+        # functools.wraps copies __dict__, so a foreign decorator around one of ours carries
+        # our attribute too: only merge with a wrapper that is ours, wrapping what it says.
+        if stacked is None or getattr(handler, "__wrapped__", None) is not stacked[0]:
+            return wrap(handler, (self,))  # type: ignore[return-value]
+        inner, managers = stacked
+        if any(manager.key == self.key for manager in managers):
+            raise TypeError(
+                f"{inner.__qualname__}() has two sessions named {self.key!r}; "
+                "give each stacked with_session(...) its own key"
+            )
+        return wrap(inner, (self, *managers))  # type: ignore[return-value]
+
+    @contextmanager
+    def open(self, session_key: SessionKey) -> Iterator[Session]:
+        """Hold the session with ``session_key`` for a script: ``with s.open(42) as session:``.
+
+        Takes the same lock as the handlers, saves on a clean exit and discards on an exception.
+        """
+        with ExitStack() as stack:
+            held = self.acquire(stack, self.entry_key(session_key))
+            yield held.session
+            save_all([held])
+
+    def delete(self, session_key: SessionKey) -> None:
+        """Delete the stored session with ``session_key``, under its lock."""
+        with ExitStack() as stack:
+            held = self.acquire(stack, self.entry_key(session_key), load=False)
+            held.save(_DELETE)
+
+    def acquire(self, stack: ExitStack, entry: str, *, load: bool = True) -> OpenSession:
+        """Lock ``entry`` until ``stack`` closes, and load it (unless ``load`` is False).
+
+        If loading fails, the lock is released at once.
+        """
+        storage = self.storage
+        mine = (id(storage), entry)
+        held_here: set[tuple[int, str]] | None = getattr(_this_thread, "held", None)
+        if held_here is None:
+            held_here = _this_thread.held = set()
+        if mine in held_here:
+            raise SessionError(
+                f"session {entry!r} is already open in this thread, by a handler or script "
+                "that is still running: pass that session along instead of opening it again "
+                "(e.g. call the undecorated function, or use the session you were given)"
+            )
+        with ExitStack() as attempt:
+            _storage_call(entry, "lock", lambda: attempt.enter_context(storage.lock(entry)))
+            held_here.add(mine)
+            attempt.callback(held_here.discard, mine)
+            opened = self._load(entry) if load else OpenSession(self, entry, True, b"", Session())
+            stack.push(attempt.pop_all())
+        return opened
+
+    def acquire_lazily(self, stack: ExitStack, update: Any, held: list[OpenSession]) -> Session:
+        """Open the session of ``update`` on first use; it is saved with those in ``held``."""
+        session_key = self.get_session_key(update)
+        if session_key is None:
+            raise SessionKeyError(
+                f"a {type(update).__name__} update has no key for the session {self.key!r}: "
+                f"{getattr(self.get_session_key, '__name__', 'get_session_key')} found none. "
+                "Pass with_session(get_session_key=...) a function that finds a key in such "
+                "updates (by_chat, by_user_in_chat or your own), or leave the session unused "
+                "for them"
+            )
+        opened = self.acquire(stack, self.entry_key(session_key))
+        held.append(opened)
+        return opened.session
+
+    def _load(self, entry: str) -> OpenSession:
+        storage = self.storage
+        data = _storage_call(entry, "read", lambda: storage.read(entry))
+        if data is None:
+            session = self._new(entry)
+            return OpenSession(self, entry, False, self._encode(entry, session), session)
+        return OpenSession(self, entry, True, data, self._decode(entry, data))
+
+    def _new(self, entry: str) -> Session:
+        value = self.initial()
+        if not isinstance(value, dict):
+            raise SessionError(
+                f"initial() of session {entry!r} returned a {type(value).__name__}; "
+                "it must return a new dict"
+            )
+        return Session(value)
+
+    def _decode(self, entry: str, data: bytes) -> Session:
+        try:
+            value = self.codec.decode(data)
+        except (ValueError, TypeError) as error:
+            raise SessionDecodeError(
+                f"session {entry!r} holds bytes that cannot be decoded ({error}); they are "
+                "left untouched: inspect them, then fix or delete the entry"
+            ) from error
+        if not isinstance(value, dict):
+            raise SessionDecodeError(
+                f"session {entry!r} holds a {type(value).__name__}, not a dict; it is left "
+                "untouched: inspect it, then fix or delete the entry"
+            )
+        return Session(value)
+
+    def _encode(self, entry: str, session: Session) -> bytes:
+        try:
+            return self.codec.encode(session)
+        except (ValueError, TypeError) as error:
+            raise SessionEncodeError(
+                f"session {entry!r} cannot be saved: {error}. Sessions hold JSON values "
+                "(dict, list, str, int, float, bool, None): convert the value before storing "
+                "it. The stored session is unchanged"
+            ) from error
+
+    def __repr__(self) -> str:
+        return f"<SessionManager key={self.key!r} storage={self._storage!r} lazy={self.lazy}>"
