@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import SessionError
-from .manager import OpenSession, save_all
+from .manager import OpenSession, release_all, save_all
 from .session import LazySession
 
 if TYPE_CHECKING:
@@ -75,8 +74,8 @@ def wrap(handler: Callable[..., Any], managers: tuple[SessionManager, ...]) -> C
                 )
             kwargs.update(zip(shifted, args[cut:]))
             args = args[:cut]
-        with ExitStack() as stack:
-            held: list[OpenSession] = []
+        held: list[OpenSession] = []
+        try:
             waiting = list(lazy)
             keyed: list[tuple[str, SessionManager]] = []
             for manager in eager:
@@ -89,12 +88,12 @@ def wrap(handler: Callable[..., Any], managers: tuple[SessionManager, ...]) -> C
             # stack the same sessions in different orders cannot deadlock.
             keyed.sort(key=lambda pair: pair[0])
             for entry, manager in keyed:
-                opened = manager.acquire(stack, entry)
+                opened = manager.acquire(entry)
                 held.append(opened)
                 kwargs[manager.key] = opened.session
             proxies = []
             for manager in waiting:
-                load = functools.partial(manager.acquire_lazily, stack, update, held)
+                load = functools.partial(manager.acquire_lazily, update, held)
                 proxy = kwargs[manager.key] = LazySession(load)
                 proxies.append(proxy)
             try:
@@ -103,6 +102,8 @@ def wrap(handler: Callable[..., Any], managers: tuple[SessionManager, ...]) -> C
                 for proxy in proxies:
                     proxy.close(_used_after_return)
             save_all(held)
+        finally:
+            release_all(held)
         return result
 
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]

@@ -29,6 +29,12 @@ class Codec(Protocol):
         ...
 
 
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which are not JSON; the encoder refuses them, so
+    # accepting them here would load a session that can never be saved.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 class JSONCodec:
     """Compact, deterministic UTF-8 JSON: sorted keys, no spaces, no NaN or Infinity.
 
@@ -36,10 +42,11 @@ class JSONCodec:
     back as lists and integer dict keys come back as strings, exactly as :mod:`json` does.
     """
 
-    # One encoder for every call: json.dumps builds a new one whenever options are passed.
+    # Built once: json.dumps and json.loads build a new coder on every call given options.
     _encoder = json.JSONEncoder(
         ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
     )
+    _decoder = json.JSONDecoder(parse_constant=_refuse_constant)
 
     def encode(self, value: Any) -> bytes:
         """Return ``value`` as compact, key-sorted UTF-8 JSON."""
@@ -47,10 +54,4 @@ class JSONCodec:
 
     def decode(self, data: bytes) -> Any:
         """Return the value that the UTF-8 JSON ``data`` holds; refuse NaN and Infinity."""
-        return json.loads(data, parse_constant=_refuse_constant)
-
-
-def _refuse_constant(name: str) -> Any:
-    # Python's json reads NaN and Infinity, which are not JSON; the encoder refuses them, so
-    # accepting them here would load a session that can never be saved.
-    raise ValueError(f"{name} is not a JSON value")
+        return self._decoder.decode(data.decode("utf-8"))

@@ -10,8 +10,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from ..errors import SessionLockTimeout
 
@@ -31,30 +29,49 @@ class KeyedLocks:
         self._guard = threading.Lock()
         self._entries: dict[str, _Entry] = {}
 
-    @contextmanager
-    def hold(self, key: str, timeout: float | None = None) -> Iterator[None]:
-        """Hold the lock of ``key``; raise SessionLockTimeout after ``timeout`` seconds."""
+    def acquire(self, key: str, timeout: float | None = None) -> None:
+        """Take the lock of ``key``; raise SessionLockTimeout after ``timeout`` seconds."""
         with self._guard:
             entry = self._entries.get(key)
             if entry is None:
                 entry = self._entries[key] = _Entry()
             entry.users += 1
-        try:
-            if not entry.lock.acquire(timeout=-1 if timeout is None else timeout):
-                raise lock_timeout(key, timeout)
-            try:
-                yield
-            finally:
-                entry.lock.release()
-        finally:
-            with self._guard:
-                entry.users -= 1
-                if not entry.users:
-                    del self._entries[key]
+        if not entry.lock.acquire(timeout=-1 if timeout is None else timeout):
+            self._leave(key, entry)
+            raise lock_timeout(key, timeout)
+
+    def release(self, key: str) -> None:
+        """Release the lock of ``key``, which this thread holds."""
+        entry = self._entries[key]
+        entry.lock.release()
+        self._leave(key, entry)
+
+    def _leave(self, key: str, entry: _Entry) -> None:
+        with self._guard:
+            entry.users -= 1
+            if not entry.users:
+                del self._entries[key]
+
+    def hold(self, key: str, timeout: float | None = None) -> KeyHold:
+        """Return a context manager holding the lock of ``key``."""
+        return KeyHold(self, key, timeout)
 
     def __len__(self) -> int:
         """Return how many keys are held or awaited right now."""
         return len(self._entries)
+
+
+class KeyHold:
+    __slots__ = ("key", "locks", "timeout")
+
+    def __init__(self, locks: KeyedLocks, key: str, timeout: float | None) -> None:
+        self.locks, self.key, self.timeout = locks, key, timeout
+
+    def __enter__(self) -> None:
+        self.locks.acquire(self.key, self.timeout)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.locks.release(self.key)
 
 
 def lock_timeout(key: str, timeout: float | None) -> SessionLockTimeout:

@@ -15,8 +15,6 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import diskcache
@@ -141,6 +139,33 @@ def _lock_byte(fd: int, offset: int, deadline: float | None) -> bool:
             return False
 
 
+class _ByteLock:
+    """The lock of one key: this process's thread lock, then the key's byte of the lock file."""
+
+    __slots__ = ("directory", "key", "offset", "timeout")
+
+    def __init__(self, directory: _Directory, key: str, timeout: float | None) -> None:
+        self.directory, self.key, self.timeout = directory, key, timeout
+        self.offset = _lock_offset(key)
+
+    def __enter__(self) -> None:
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        threads = self.directory.threads
+        threads.acquire(self.key, self.timeout)
+        try:
+            if not _lock_byte(self.directory.lock_fd, self.offset, deadline):
+                raise lock_timeout(self.key, self.timeout)
+        except BaseException:
+            threads.release(self.key)
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            fcntl.lockf(self.directory.lock_fd, fcntl.LOCK_UN, 1, self.offset)
+        finally:
+            self.directory.threads.release(self.key)
+
+
 class DiskStorage:
     """Sessions in a directory on this host, shared by every thread and process that opens it.
 
@@ -168,9 +193,15 @@ class DiskStorage:
             shared = self._shared = _use_directory(self.directory)
         return shared
 
+    def _cache(self) -> diskcache.Cache:
+        # diskcache reconnects by itself in a forked child: only the locks need _dir().
+        if self._shared is None:
+            raise ValueError(f"{self!r} is closed")
+        return self._shared.cache
+
     def read(self, key: str) -> bytes | None:
         """Return the bytes stored under ``key``, or ``None``."""
-        value = self._dir().cache.get(key)
+        value = self._cache().get(key)
         if value is None or isinstance(value, bytes):
             return value
         what = "a pickled Python object" if value is _PICKLED else f"a {type(value).__name__}"
@@ -181,25 +212,15 @@ class DiskStorage:
 
     def write(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``."""
-        self._dir().cache.set(key, bytes(data))
+        self._cache().set(key, bytes(data))
 
     def delete(self, key: str) -> None:
         """Remove ``key`` if it is stored."""
-        self._dir().cache.delete(key)
+        self._cache().delete(key)
 
-    @contextmanager
-    def lock(self, key: str) -> Iterator[None]:
+    def lock(self, key: str) -> _ByteLock:
         """Hold the lock of ``key`` against every thread and process using this directory."""
-        deadline = None if self.lock_timeout is None else time.monotonic() + self.lock_timeout
-        shared = self._dir()
-        with shared.threads.hold(key, self.lock_timeout):
-            offset = _lock_offset(key)
-            if not _lock_byte(shared.lock_fd, offset, deadline):
-                raise lock_timeout(key, self.lock_timeout)
-            try:
-                yield
-            finally:
-                fcntl.lockf(shared.lock_fd, fcntl.LOCK_UN, 1, offset)
+        return _ByteLock(self._dir(), key, self.lock_timeout)
 
     def close(self) -> None:
         """Stop using the directory; the last open DiskStorage of it in this process closes it.

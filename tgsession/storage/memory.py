@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-
-from ._locking import KeyedLocks
+from ._locking import KeyedLocks, KeyHold
 
 
 class MemoryStorage:
@@ -32,7 +30,7 @@ class MemoryStorage:
         """Remove ``key`` if it is stored."""
         self._data.pop(key, None)
 
-    def lock(self, key: str) -> AbstractContextManager[None]:
+    def lock(self, key: str) -> KeyHold:
         """Hold the lock of ``key`` against the other threads of this process."""
         return self._locks.hold(key, self.lock_timeout)
 

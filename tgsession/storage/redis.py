@@ -12,8 +12,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -75,6 +73,37 @@ class _Held:
         self.prefetched: Any = _NOTHING  # the entry, as loaded with the lock
         self.change: Any = _NOTHING  # bytes to write, None to delete, or _NOTHING
         self.lost = False  # a renewal found the lock taken by someone else
+
+
+class _RedisLock:
+    """The lock of one key: this process's thread lock, then the lock key in Redis."""
+
+    __slots__ = ("held", "key", "storage")
+
+    def __init__(self, storage: RedisStorage, key: str) -> None:
+        self.storage, self.key = storage, key
+
+    def __enter__(self) -> None:
+        storage, key = self.storage, self.key
+        timeout = storage.lock_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        storage._threads.acquire(key, timeout)
+        try:
+            self.held = held = _Held(key, os.urandom(16).hex().encode())
+            held.prefetched = storage._acquire(held, deadline)
+        except BaseException:
+            storage._threads.release(key)
+            raise
+        storage._held[key] = held
+        storage._ensure_renewer()
+
+    def __exit__(self, *exc_info: object) -> None:
+        storage = self.storage
+        del storage._held[self.key]
+        try:
+            storage._release(self.held)
+        finally:
+            storage._threads.release(self.key)
 
 
 class RedisStorage:
@@ -169,22 +198,11 @@ class RedisStorage:
         else:
             held.change = None
 
-    @contextmanager
-    def lock(self, key: str) -> Iterator[None]:
+    def lock(self, key: str) -> _RedisLock:
         """Hold the lock of ``key`` against every process using this Redis and prefix."""
         if self._pid != os.getpid():
             self._start_process_state()
-        deadline = None if self.lock_timeout is None else time.monotonic() + self.lock_timeout
-        with self._threads.hold(key, self.lock_timeout):
-            held = _Held(key, os.urandom(16).hex().encode())
-            held.prefetched = self._acquire(held, deadline)
-            self._held[key] = held
-            self._ensure_renewer()
-            try:
-                yield
-            finally:
-                del self._held[key]
-                self._release(held)
+        return _RedisLock(self, key)
 
     def _acquire(self, held: _Held, deadline: float | None) -> bytes | None:
         """Take the Redis lock of ``held.key``; return the entry, loaded in the same trip."""
