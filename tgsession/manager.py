@@ -57,19 +57,28 @@ def _storage_call(entry: str, action: str, call: Callable[..., T], *args: Any) -
 class OpenSession:
     """One session held under its lock, between its load and its save."""
 
-    __slots__ = ("baseline", "entry", "lock", "manager", "session", "stored")
+    __slots__ = ("baseline", "entry", "lock", "manager", "registry", "session", "stored")
 
-    def __init__(self, manager: SessionManager, entry: str, lock: AbstractContextManager[object]):
+    def __init__(
+        self,
+        manager: SessionManager,
+        entry: str,
+        lock: AbstractContextManager[object],
+        registry: set[tuple[int, str]],
+    ):
         self.manager = manager
         self.entry = entry
         self.lock = lock  # entered: held until release()
+        self.registry = registry  # the sessions held by the thread that opened this one
         self.stored = False  # whether the entry exists in the storage
         self.baseline = b""  # the bytes loaded, or the encoded initial() of a new session
         self.session = Session()
 
     def release(self) -> None:
         """Release the lock; the session is saved or discarded before."""
-        _this_thread.held.discard((id(self.manager.storage), self.entry))
+        # The opening thread's registry, since a lazy session may be opened by a thread the
+        # handler started and released by the handler's own.
+        self.registry.discard((id(self.manager.storage), self.entry))
         self.lock.__exit__(None, None, None)
 
     def change(self) -> bytes | _Delete | None:
@@ -210,10 +219,10 @@ class SessionManager:
                 "that is still running: pass that session along instead of opening it again "
                 "(e.g. call the undecorated function, or use the session you were given)"
             )
-        lock = storage.lock(entry)
+        lock = _storage_call(entry, "lock", storage.lock, entry)
         _storage_call(entry, "lock", lock.__enter__)
         held_here.add(mine)
-        opened = OpenSession(self, entry, lock)
+        opened = OpenSession(self, entry, lock, held_here)
         if load:
             try:
                 self._load(opened)

@@ -24,6 +24,21 @@ from ..errors import SessionDecodeError
 from ._locking import Backoff, KeyedLocks, lock_timeout
 
 LOCK_FILE = "locks"
+
+# The diskcache settings of every session directory (benchmarks/ measures them).
+CACHE_SETTINGS: dict[str, Any] = {
+    "eviction_policy": "none",  # the default policy silently drops sessions past 1 GB
+    "cull_limit": 0,  # nothing is evicted, so skip the cull query on every write
+    "disk_min_file_size": 2**30,  # keep values inside the owner-only database file
+    # Memory must not grow with the number of sessions: no memory map (its pages count as
+    # the process's), and a page cache of 2048 pages (8 MiB) instead of 32 MiB.
+    "sqlite_mmap_size": 0,
+    "sqlite_cache_size": 2048,
+    # Checkpoint the write-ahead log (and fsync) every 10,000 pages instead of 1,000: with
+    # many sessions each checkpoint writes scattered pages, and doing it less often halved
+    # the cost of a write at 1,000,000 sessions (60 to 31 us) with the same durability.
+    "sqlite_wal_autocheckpoint": 10_000,
+}
 _OFFSET_MASK = (1 << 62) - 1
 
 
@@ -53,13 +68,7 @@ class _Directory:
         # SQLite gives its -wal and -shm files the mode of the database file, so creating that
         # file owner-only first makes every file of the store owner-only.
         os.close(os.open(os.path.join(path, DBNAME), os.O_RDWR | os.O_CREAT, 0o600))
-        self.cache = diskcache.Cache(
-            path,
-            disk=_NoPickleDisk,
-            eviction_policy="none",  # the default policy silently drops sessions past 1 GB
-            cull_limit=0,  # nothing is evicted, so skip the cull query on every write
-            disk_min_file_size=2**30,  # keep values inside the owner-only database file
-        )
+        self.cache = diskcache.Cache(path, disk=_NoPickleDisk, **CACHE_SETTINGS)
         self.lock_fd = os.open(
             os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
         )

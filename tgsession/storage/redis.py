@@ -4,6 +4,9 @@ Round trips per update: one to lock and load (a script that takes the lock and r
 entry), one to save and unlock (a script that checks the lock's token, writes and unlocks).
 While a lock is held, a background thread renews it every ``lock_ttl / 3`` seconds, so a live
 holder keeps it however long its handler runs, and a dead one frees it within ``lock_ttl``.
+
+redis-py retries a command whose reply was lost, so both scripts may run twice: each
+recognises its own earlier run by the lock's token and answers as it did the first time.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
 import redis
@@ -21,23 +25,32 @@ from ._locking import Backoff, KeyedLocks, lock_timeout
 
 logger = logging.getLogger("tgsession")
 
-# KEYS: lock, data. ARGV: token, ttl in ms.
-# Locked: {1, data or nothing}. Busy: {0, milliseconds the holder's lock has left}.
-# Not a string: {2, its Redis type}, and no lock is taken.
+# KEYS: lock, data. ARGV: token, ttl in ms. Flat replies, cheaper to parse than a table:
+# locked (now, or by an earlier run of this call): the entry's bytes, or "" if there is none
+# (encoded sessions are never empty); busy: the milliseconds the holder's lock has left.
 _LOCK_AND_LOAD = """
 local kind = redis.call('TYPE', KEYS[2])['ok']
 if kind ~= 'string' and kind ~= 'none' then
-    return {2, kind}
+    return redis.error_reply('TGSESSION_NOT_BYTES ' .. kind)
 end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-    return {1, redis.call('GET', KEYS[2])}
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+        or redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('GET', KEYS[2]) or ''
 end
-return {0, redis.call('PTTL', KEYS[1])}
+local left = redis.call('PTTL', KEYS[1])
+if left == -1 then
+    return redis.error_reply('TGSESSION_FOREIGN_LOCK')
+end
+return math.max(left, 0)
 """
 
-# KEYS: lock, data. ARGV: token, action ('keep', 'write' or 'delete'), data.
-# 1 when the caller still held the lock (its change is applied), 0 when it had lost it.
+# KEYS: lock, data, done. ARGV: token, action ('keep', 'write' or 'delete'), data, done ttl.
+# 1 when the change is applied (now, or by an earlier run of this call, which left the
+# token in `done`), 0 when the lock was no longer the caller's and nothing was changed.
 _SAVE_AND_UNLOCK = """
+if ARGV[2] ~= 'keep' and redis.call('GET', KEYS[3]) == ARGV[1] then
+    return 1
+end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return 0
 end
@@ -47,6 +60,9 @@ elseif ARGV[2] == 'delete' then
     redis.call('DEL', KEYS[2])
 end
 redis.call('DEL', KEYS[1])
+if ARGV[2] ~= 'keep' then
+    redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[4])
+end
 return 1
 """
 
@@ -60,50 +76,79 @@ return 0
 
 _NOTHING = object()  # no value prefetched / no change requested
 
+# Longer than redis-py can spend retrying a save, so that a retry finds its earlier run.
+_DONE_TTL_MS = 120_000
+
 
 class _Held:
     """A lock this process holds, with what the session layer read and wrote under it."""
 
-    __slots__ = ("change", "key", "lost", "prefetched", "thread", "token")
+    __slots__ = ("change", "key", "prefetched", "token")
 
     def __init__(self, key: str, token: bytes) -> None:
         self.key = key
         self.token = token
-        self.thread = threading.get_ident()
         self.prefetched: Any = _NOTHING  # the entry, as loaded with the lock
         self.change: Any = _NOTHING  # bytes to write, None to delete, or _NOTHING
-        self.lost = False  # a renewal found the lock taken by someone else
+
+
+class _ProcessState:
+    """What belongs to one process: thread locks, the locks it holds, its renewing thread."""
+
+    def __init__(self) -> None:
+        self.threads = KeyedLocks()
+        self.held: dict[str, _Held] = {}
+        self.renewer: threading.Thread | None = None
 
 
 class _RedisLock:
     """The lock of one key: this process's thread lock, then the lock key in Redis."""
 
-    __slots__ = ("held", "key", "storage")
+    __slots__ = ("held", "key", "state", "storage")
 
     def __init__(self, storage: RedisStorage, key: str) -> None:
         self.storage, self.key = storage, key
+        self.state = storage._state  # kept: a fork in between gives the storage a new one
 
     def __enter__(self) -> None:
-        storage, key = self.storage, self.key
+        storage, key, state = self.storage, self.key, self.state
         timeout = storage.lock_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
-        storage._threads.acquire(key, timeout)
+        state.threads.acquire(key, timeout)
         try:
-            self.held = held = _Held(key, os.urandom(16).hex().encode())
-            held.prefetched = storage._acquire(held, deadline)
+            held = _Held(key, os.urandom(16).hex().encode())
+            held.prefetched = storage._lock_and_load_entry(held, deadline)
         except BaseException:
-            storage._threads.release(key)
+            state.threads.release(key)
             raise
-        storage._held[key] = held
-        storage._ensure_renewer()
+        state.held[key] = self.held = held
+        try:
+            storage._ensure_renewer(state)
+        except BaseException:  # no thread to renew the lock: give it up
+            del state.held[key]
+            storage._unlock_quietly(held)
+            state.threads.release(key)
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
-        storage = self.storage
-        del storage._held[self.key]
         try:
-            storage._release(self.held)
+            self.storage._save_and_unlock(self.held)
         finally:
-            storage._threads.release(self.key)
+            del self.state.held[self.key]
+            self.state.threads.release(self.key)
+
+
+_live_storages: weakref.WeakSet[RedisStorage] = weakref.WeakSet()
+
+
+def _reset_in_child() -> None:
+    # A forked child inherits no Redis locks of its parent, no renewing thread, and copies
+    # of thread locks that threads of the parent may hold: it starts afresh.
+    for storage in list(_live_storages):
+        storage._state = _ProcessState()
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
 
 
 class RedisStorage:
@@ -126,7 +171,7 @@ class RedisStorage:
 
         - ``prefix``: put before every key, so several bots can share one Redis. A session
           lives under ``{prefix}data:{<entry>}`` and its lock under ``{prefix}lock:{<entry>}``
-          (the braces keep both in one Redis Cluster slot).
+          (the braces keep both in one Redis Cluster slot, so the prefix may not have any).
         - ``lock_ttl``: seconds after which the lock of a dead holder frees itself.
         - ``lock_timeout``: seconds to wait for a busy session; ``None`` waits for as long
           as its holder lives.
@@ -135,29 +180,25 @@ class RedisStorage:
             raise ValueError("RedisStorage needs a client without decode_responses=True")
         if lock_ttl <= 0:
             raise ValueError(f"lock_ttl must be positive, got {lock_ttl}")
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(f"the prefix {prefix!r} may not contain braces: tgsession uses them")
         self.client = client
         self.prefix = prefix
         self.lock_ttl = lock_ttl
         self.lock_timeout = lock_timeout
         self._ttl_ms = max(1, int(lock_ttl * 1000))
         self._lock_and_load = client.register_script(_LOCK_AND_LOAD)
-        self._save_and_unlock = client.register_script(_SAVE_AND_UNLOCK)
+        self._save_and_unlock_script = client.register_script(_SAVE_AND_UNLOCK)
         self._renew = client.register_script(_RENEW)
-        self._closed = threading.Event()
-        self._start_process_state()
+        self._closing = False
+        self._stop = threading.Event()
+        self._state = _ProcessState()
+        _live_storages.add(self)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStorage:
         """Connect to ``url`` (``redis://127.0.0.1:6379/0``); ``options`` go to the constructor."""
         return cls(redis.Redis.from_url(url), **options)
-
-    def _start_process_state(self) -> None:
-        # Thread locks, held locks and the renewing thread belong to one process; a forked
-        # child starts its own (redis-py gives it new connections by itself).
-        self._pid = os.getpid()
-        self._threads = KeyedLocks()
-        self._held: dict[str, _Held] = {}
-        self._renewer: threading.Thread | None = None
 
     def data_key(self, key: str) -> str:
         """The Redis key of the session entry ``key``."""
@@ -167,13 +208,12 @@ class RedisStorage:
         """The Redis key of the lock of ``key``."""
         return f"{self.prefix}lock:{{{key}}}"
 
-    def _mine(self, key: str) -> _Held | None:
-        held = self._held.get(key)
-        return held if held is not None and held.thread == threading.get_ident() else None
+    def _done_key(self, key: str) -> str:
+        return f"{self.prefix}done:{{{key}}}"
 
     def read(self, key: str) -> bytes | None:
         """Return the bytes stored under ``key``, or ``None``."""
-        held = self._mine(key)
+        held = self._state.held.get(key)
         if held is not None and held.change is not _NOTHING:
             return held.change  # type: ignore[no-any-return]
         if held is not None and held.prefetched is not _NOTHING:
@@ -184,7 +224,7 @@ class RedisStorage:
 
     def write(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``; under its lock, as the lock is released."""
-        held = self._mine(key)
+        held = self._state.held.get(key)
         if held is None:
             self.client.set(self.data_key(key), data)
         else:
@@ -192,7 +232,7 @@ class RedisStorage:
 
     def delete(self, key: str) -> None:
         """Remove ``key``; under its lock, as the lock is released."""
-        held = self._mine(key)
+        held = self._state.held.get(key)
         if held is None:
             self.client.delete(self.data_key(key))
         else:
@@ -200,84 +240,110 @@ class RedisStorage:
 
     def lock(self, key: str) -> _RedisLock:
         """Hold the lock of ``key`` against every process using this Redis and prefix."""
-        if self._pid != os.getpid():
-            self._start_process_state()
+        if self._closing:
+            raise ValueError(f"{self!r} is closed")
         return _RedisLock(self, key)
 
-    def _acquire(self, held: _Held, deadline: float | None) -> bytes | None:
+    def _lock_and_load_entry(self, held: _Held, deadline: float | None) -> bytes | None:
         """Take the Redis lock of ``held.key``; return the entry, loaded in the same trip."""
         keys = [self.lock_key(held.key), self.data_key(held.key)]
         backoff = Backoff(deadline)
         while True:
-            reply = self._lock_and_load(keys=keys, args=[held.token, self._ttl_ms])
-            if reply[0] == 1:
-                return reply[1] if len(reply) > 1 else None
-            if reply[0] == 2:
-                raise SessionDecodeError(
-                    f"session {held.key!r} is a Redis {reply[1].decode()} at "
-                    f"{keys[1]!r}, not session bytes: something other than tgsession wrote "
-                    "it; it is left untouched, delete it to start afresh"
-                )
+            try:
+                reply = self._lock_and_load(keys=keys, args=[held.token, self._ttl_ms])
+            except redis.ResponseError as error:
+                raise self._refusal(held.key, str(error)) from None
+            except redis.RedisError:
+                # The script may have run with its reply lost: free the lock it may hold.
+                self._unlock_quietly(held)
+                raise
+            if isinstance(reply, bytes):
+                return reply or None
             # Busy: poll again, never sleeping past the holder's expiry.
-            if not backoff.sleep(at_most=max(reply[1], 1) / 1000):
+            if not backoff.sleep(at_most=max(reply, 1) / 1000):
                 raise lock_timeout(held.key, self.lock_timeout)
 
-    def _release(self, held: _Held) -> None:
+    def _refusal(self, key: str, reply: str) -> Exception:
+        if reply.startswith("TGSESSION_NOT_BYTES"):
+            return SessionDecodeError(
+                f"session {key!r} is a Redis {reply.split()[-1]} at {self.data_key(key)!r}, "
+                "not session bytes: something other than tgsession wrote it; it is left "
+                "untouched, delete it to start afresh"
+            )
+        if reply.startswith("TGSESSION_FOREIGN_LOCK"):
+            return SessionStorageError(
+                f"the lock key {self.lock_key(key)!r} of session {key!r} has no expiry, so "
+                "tgsession did not set it and it would never free itself: delete it"
+            )
+        return SessionStorageError(f"Redis refused to lock session {key!r}: {reply}")
+
+    def _unlock_quietly(self, held: _Held) -> None:
+        try:
+            self._run_save_and_unlock(held, "keep", b"")
+        except redis.RedisError as error:
+            logger.warning("could not unlock session %r: %r", held.key, error)
+
+    def _run_save_and_unlock(self, held: _Held, action: str, data: bytes) -> Any:
+        keys = [self.lock_key(held.key), self.data_key(held.key), self._done_key(held.key)]
+        args: list[bytes | str | int] = [held.token, action, data, _DONE_TTL_MS]
+        return self._save_and_unlock_script(keys=keys, args=args)
+
+    def _save_and_unlock(self, held: _Held) -> None:
         """Apply the pending change and unlock, if the lock is still ours."""
         if held.change is _NOTHING:
-            action, data = "keep", b""
-        elif held.change is None:
-            action, data = "delete", b""
-        else:
-            action, data = "write", held.change
-        keys = [self.lock_key(held.key), self.data_key(held.key)]
+            self._unlock_quietly(held)  # nothing to save: the lock frees itself if this fails
+            return
+        action, data = ("delete", b"") if held.change is None else ("write", held.change)
         try:
-            still_ours = self._save_and_unlock(keys=keys, args=[held.token, action, data])
+            applied = self._run_save_and_unlock(held, action, data)
         except redis.RedisError as error:
-            if action == "keep":  # nothing is lost: the lock frees itself
-                logger.warning("could not unlock session %r: %r", held.key, error)
-                return
             raise SessionStorageError(
-                f"could not save session {held.key!r}: {error!r}; its changes in this update "
-                f"are lost, and its lock frees itself within {self.lock_ttl} s"
+                f"could not confirm the save of session {held.key!r}: {error!r}; this update's "
+                f"changes may or may not be stored, and its lock frees itself within "
+                f"{self.lock_ttl} s"
             ) from error
-        if still_ours:
-            return
-        if action == "keep":
-            logger.warning("the lock of session %r had expired before its release", held.key)
-            return
-        raise SessionLockLost(
-            f"the lock of session {held.key!r} expired before its save (the process was "
-            f"paused or cut off from Redis for more than lock_ttl={self.lock_ttl} s) and "
-            "another update may have changed it since: this update's changes were not "
-            "saved. Raise lock_ttl if that can happen"
-        )
-
-    def _ensure_renewer(self) -> None:
-        if self._renewer is None:
-            self._renewer = threading.Thread(
-                target=self._renew_held, name="tgsession-redis-renewer", daemon=True
+        if not applied:
+            raise SessionLockLost(
+                f"the lock of session {held.key!r} expired before its save (the process was "
+                f"paused or cut off from Redis for more than lock_ttl={self.lock_ttl} s) and "
+                "another update may have changed it since: this update's changes were not "
+                "saved. Raise lock_ttl if that can happen"
             )
-            self._renewer.start()
 
-    def _renew_held(self) -> None:
-        """Renew every lock held by this process, every lock_ttl / 3 seconds, until close()."""
-        while not self._closed.wait(self.lock_ttl / 3):
-            for held in tuple(self._held.values()):
+    def _ensure_renewer(self, state: _ProcessState) -> None:
+        if state.renewer is None:
+            renewer = threading.Thread(
+                target=self._renew_held,
+                args=(state,),
+                name="tgsession-redis-renewer",
+                daemon=True,
+            )
+            renewer.start()
+            state.renewer = renewer
+
+    def _renew_held(self, state: _ProcessState) -> None:
+        """Renew every lock of ``state``, every lock_ttl / 3 seconds, until close()."""
+        while not self._stop.wait(self.lock_ttl / 3):
+            for held in tuple(state.held.values()):
                 try:
                     renewed = self._renew(
                         keys=[self.lock_key(held.key)], args=[held.token, self._ttl_ms]
                     )
-                except redis.RedisError as error:
+                except Exception as error:  # the thread must live on: log and retry later
                     logger.warning("could not renew the lock of session %r: %r", held.key, error)
                     continue
-                if not renewed and not held.lost:
-                    held.lost = True
+                if not renewed and state.held.get(held.key) is held:
                     logger.warning("the lock of session %r was lost before its release", held.key)
 
     def close(self) -> None:
-        """Stop renewing locks and close the client's connections."""
-        self._closed.set()
+        """Refuse new locks, wait for the held ones to be released, then disconnect."""
+        self._closing = True
+        while self._state.held:  # their renewal goes on meanwhile
+            time.sleep(0.01)
+        self._stop.set()
+        renewer = self._state.renewer
+        if renewer is not None and renewer is not threading.current_thread():
+            renewer.join()
         self.client.close()
 
     def __repr__(self) -> str:
