@@ -1,0 +1,1 @@
+"""tgsession's benchmark suite: ``python -m benchmarks [--quick]``. See __main__.py."""

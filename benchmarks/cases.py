@@ -1,0 +1,254 @@
+"""The measurements: each function returns plain numbers for the report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import stores
+from benchmarks.timing import interleaved, median_of, threaded
+from tgsession import DiskStorage, MemoryStorage
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Config:
+    sizes: tuple[int, ...]
+    rounds: int
+    updates: int  # per round, per case
+    threads: int
+    thread_updates: int  # per thread
+    process_updates: int  # per process
+    lost_increments: int  # per thread
+    rss_updates: int
+    redis_url: str | None
+
+
+def random_users(size: int, count: int, seed: int) -> list[int]:
+    import random
+
+    generator = random.Random(seed)
+    return [generator.randrange(size) for _ in range(count)]
+
+
+def single_thread(config: Config, size: int, directory: Path) -> dict[str, float]:
+    """Microseconds per update of each case with ``size`` sessions stored."""
+    users = random_users(size, config.updates, seed=size)
+    stores.fill_disk(directory, size)
+    disk = DiskStorage(directory)
+    results = interleaved(
+        {
+            "disk floor": stores.disk_floor(directory),
+            **_prefixed("disk", stores.tgsession_cases(disk)),
+        },
+        users,
+        config.rounds,
+    )
+    results["telebot memory"] = interleaved(
+        {"t": stores.telebot_update(stores.telebot_memory(size))}, users, config.rounds
+    )["t"]
+    with tempfile.TemporaryDirectory() as scratch:
+        pickled = stores.telebot_update(stores.telebot_pickle(Path(scratch) / "states.pkl", size))
+        few = users[: max(1, min(200, 20_000 // size))]
+        results["telebot pickle"] = interleaved({"t": pickled}, few, min(config.rounds, 3))["t"]
+    if config.redis_url:
+        results.update(_redis_single(config, size, users))
+    return results
+
+
+def _prefixed(prefix: str, cases: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix} {name}": update for name, update in cases.items()}
+
+
+def _redis_storage(config: Config) -> Any:
+    import uuid
+
+    from tgsession import RedisStorage
+
+    assert config.redis_url
+    return RedisStorage.from_url(config.redis_url, prefix=f"tgsession-bench:{uuid.uuid4().hex}:")
+
+
+def _data_key(storage: Any) -> Any:
+    return lambda user: storage.data_key(stores.entry(user))
+
+
+def _redis_single(config: Config, size: int, users: list[int]) -> dict[str, float]:
+    assert config.redis_url
+    storage = _redis_storage(config)
+    telebot_prefix = storage.prefix + "telebot:"
+    try:
+        stores.fill_redis(storage.client, storage.prefix, size, _data_key(storage))
+        telebot_storage = stores.telebot_redis(config.redis_url, telebot_prefix, size)
+        return interleaved(
+            {
+                "redis floor": stores.redis_floor(storage.client, _data_key(storage)),
+                **_prefixed("redis", stores.tgsession_cases(storage)),
+                "telebot redis": stores.telebot_update(telebot_storage),
+            },
+            users,
+            config.rounds,
+        )
+    finally:
+        stores.delete_prefix(storage.client, storage.prefix)
+        storage.close()
+
+
+def size_independent(config: Config) -> dict[str, float]:
+    """Cases whose cost does not involve a store: a lazy session left untouched, memory."""
+    users = random_users(1_000, config.updates, seed=1)
+    return interleaved(
+        {"lazy untouched": stores.lazy_untouched(), "memory changed": stores.memory_changed(1_000)},
+        users,
+        config.rounds,
+    )
+
+
+def concurrency(config: Config, directory: Path) -> dict[str, float]:
+    """Wall-time microseconds per update with 8 threads, and with 2 processes."""
+    n, per = config.threads, config.thread_updates
+    distinct = [list(range(t * per, (t + 1) * per)) for t in range(n)]
+    one_key = [[0] * per for _ in range(n)]
+    stores.fill_disk(directory, n * per)
+    backends = {"disk": ({"disk": str(directory)}, {"disk-floor": str(directory)})}
+    updates = {
+        "disk": (
+            stores.tgsession_cases(DiskStorage(directory))["changed"],
+            stores.disk_floor(directory),
+        )
+    }
+    redis_storage = None
+    if config.redis_url:
+        redis_storage = _redis_storage(config)
+        stores.fill_redis(
+            redis_storage.client, redis_storage.prefix, n * per, _data_key(redis_storage)
+        )
+        spec = {"prefix": redis_storage.prefix}
+        backends["redis"] = (
+            {"redis": config.redis_url, **spec},
+            {"redis-floor": config.redis_url, **spec},
+        )
+        updates["redis"] = (
+            stores.tgsession_cases(redis_storage)["changed"],
+            stores.redis_floor(redis_storage.client, _data_key(redis_storage)),
+        )
+    results: dict[str, float] = {}
+    try:
+        for backend, (ours, floor) in updates.items():
+            for label, keys in (("distinct keys", distinct), ("one key", one_key)):
+                for who, update in (("tgsession", ours), ("floor", floor)):
+                    results[f"{backend} {n} threads {label} {who}"] = median_of(
+                        config.rounds, lambda update=update, keys=keys: threaded(update, keys)
+                    )
+            for label, span in (("distinct keys", config.process_updates), ("one key", 1)):
+                for who, spec_ in zip(("tgsession", "floor"), backends[backend]):
+                    results[f"{backend} 2 processes {label} {who}"] = median_of(
+                        max(3, config.rounds // 2),
+                        lambda spec_=spec_, span=span: _two_processes(config, spec_, span),
+                    )
+    finally:
+        if redis_storage is not None:
+            stores.delete_prefix(redis_storage.client, redis_storage.prefix)
+            redis_storage.close()
+    return results
+
+
+def _two_processes(config: Config, spec: dict[str, Any], span: int) -> float:
+    """Wall-time microseconds per update of two worker processes started together."""
+    count = config.process_updates
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.worker",
+                "updates",
+                json.dumps(spec),
+                str(count),
+                str(i * span),
+                str(span),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for i in range(2)
+    ]
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+    seconds = [float(worker.communicate(timeout=600)[0]) for worker in workers]
+    return max(seconds) / (2 * count) * 1e6
+
+
+def lost_updates(config: Config) -> dict[str, int]:
+    """Updates lost when 8 threads increment one counter ``lost_increments`` times each."""
+    n, per = config.threads, config.lost_increments
+    expected = n * per
+
+    def hammer(update: Any) -> None:
+        threads = [
+            threading.Thread(target=lambda: [update(0) for _ in range(per)]) for _ in range(n)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    lost: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        ours: dict[str, Any] = {"memory": MemoryStorage(), "disk": DiskStorage(Path(scratch) / "d")}
+        if config.redis_url:
+            ours["redis"] = _redis_storage(config)
+        for name, storage in ours.items():
+            manager = stores.sessions_on(storage)
+            hammer(stores.tgsession_cases(storage)["changed"])
+            with manager.open(0) as session:
+                lost[f"tgsession {name}"] = expected - session["count"]
+        theirs = {
+            "memory": stores.telebot_memory(1),
+            "pickle": stores.telebot_pickle(Path(scratch) / "states.pkl", 1),
+        }
+        if config.redis_url:
+            theirs["redis"] = stores.telebot_redis(config.redis_url, ours["redis"].prefix + "t", 1)
+        for name, storage in theirs.items():
+            hammer(stores.telebot_update(storage))
+            lost[f"telebot {name}"] = (
+                expected - storage.get_data(0, 0, bot_id=stores.BOT_ID)["count"]
+            )
+        if config.redis_url:
+            stores.delete_prefix(ours["redis"].client, ours["redis"].prefix)
+            ours["redis"].close()
+    return lost
+
+
+def peak_rss(config: Config, directories: dict[int, Path]) -> dict[int, int]:
+    """Peak RSS in KiB of a process making updates with each number of sessions stored."""
+    results = {}
+    for size, directory in directories.items():
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.worker",
+                "rss",
+                str(directory),
+                str(size),
+                str(config.rss_updates),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        ).stdout
+        results[size] = int(out)
+    return results

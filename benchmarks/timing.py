@@ -1,0 +1,58 @@
+"""Timing: medians over rounds, with the cases of a comparison interleaved round by round.
+
+Interleaving matters on a shared machine: a slow spell hits every case of a round alike, so
+ratios between cases of one run stay meaningful even when absolute times drift.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from typing import Any, Callable
+
+Update = Callable[[Any], Any]
+
+
+def per_update(update: Update, keys: list[Any]) -> float:
+    """Microseconds per call of ``update`` over ``keys``."""
+    started = time.perf_counter()
+    for key in keys:
+        update(key)
+    return (time.perf_counter() - started) / len(keys) * 1e6
+
+
+def interleaved(cases: dict[str, Update], keys: list[Any], rounds: int) -> dict[str, float]:
+    """Median microseconds per update of each case; one untimed round warms them up."""
+    for update in cases.values():
+        per_update(update, keys[: max(1, len(keys) // 10)])
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, update in cases.items():
+            samples[name].append(per_update(update, keys))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def threaded(update: Update, keys_per_thread: list[list[Any]]) -> float:
+    """Microseconds of wall time per update with one thread per list of keys."""
+    barrier = threading.Barrier(len(keys_per_thread) + 1)
+
+    def work(keys: list[Any]) -> None:
+        barrier.wait()
+        for key in keys:
+            update(key)
+
+    threads = [threading.Thread(target=work, args=(keys,)) for keys in keys_per_thread]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    total = sum(len(keys) for keys in keys_per_thread)
+    return (time.perf_counter() - started) / total * 1e6
+
+
+def median_of(rounds: int, measure: Callable[[], float]) -> float:
+    """The median of ``rounds`` calls of ``measure``."""
+    return statistics.median(measure() for _ in range(rounds))
