@@ -25,8 +25,8 @@ from benchmarks.report import chart, print_report, targets
 
 FULL = dict(
     sizes=(1_000, 100_000, 1_000_000),
-    rounds=7,
-    updates=2_000,
+    rounds=9,
+    updates=4_000,
     threads=8,
     thread_updates=500,
     process_updates=2_000,

@@ -50,6 +50,7 @@ def single_thread(config: Config, size: int, directory: Path) -> dict[str, float
         },
         users,
         config.rounds,
+        settle=lambda: stores.checkpoint(directory),
     )
     results["telebot memory"] = interleaved(
         {"t": stores.telebot_update(stores.telebot_memory(size))}, users, config.rounds

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import pickle
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import diskcache
 import telebot
+from diskcache.core import DBNAME
 from telebot.storage import StateMemoryStorage, StatePickleStorage
 
 from tgsession import DiskStorage, MemoryStorage, SessionManager, with_session
@@ -41,6 +44,12 @@ def fill_disk(directory: Path, sessions: int) -> None:
     with diskcache.Cache(directory, **CACHE_SETTINGS) as cache, cache.transact():
         for user in range(sessions):
             cache.set(entry(user), SESSION_BYTES)
+
+
+def checkpoint(directory: Path) -> None:
+    """Write SQLite's write-ahead log of ``directory`` back into its database, now."""
+    with closing(sqlite3.connect(directory / DBNAME, timeout=60)) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def disk_floor(directory: Path) -> Any:

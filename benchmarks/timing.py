@@ -22,13 +22,24 @@ def per_update(update: Update, keys: list[Any]) -> float:
     return (time.perf_counter() - started) / len(keys) * 1e6
 
 
-def interleaved(cases: dict[str, Update], keys: list[Any], rounds: int) -> dict[str, float]:
-    """Median microseconds per update of each case; one untimed round warms them up."""
+def interleaved(
+    cases: dict[str, Update],
+    keys: list[Any],
+    rounds: int,
+    settle: Callable[[], Any] = lambda: None,
+) -> dict[str, float]:
+    """Median microseconds per update of each case; one untimed round warms them up.
+
+    ``settle`` runs before every timed round of every case, untimed: for a store that
+    defers work (SQLite's checkpoints of its write-ahead log), it makes each case start
+    from the same state, so that the deferred work lands on every case alike.
+    """
     for update in cases.values():
         per_update(update, keys[: max(1, len(keys) // 10)])
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(rounds):
         for name, update in cases.items():
+            settle()
             samples[name].append(per_update(update, keys))
     return {name: statistics.median(values) for name, values in samples.items()}
 

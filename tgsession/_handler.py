@@ -86,7 +86,8 @@ def wrap(handler: Callable[..., Any], managers: tuple[SessionManager, ...]) -> C
                     keyed.append((manager.entry_key(session_key), manager))
             # Every handler takes its eager locks in one global order, so two handlers that
             # stack the same sessions in different orders cannot deadlock.
-            keyed.sort(key=lambda pair: pair[0])
+            if len(keyed) > 1:
+                keyed.sort(key=lambda pair: pair[0])
             for entry, manager in keyed:
                 opened = manager.acquire(entry)
                 held.append(opened)
