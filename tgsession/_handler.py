@@ -75,13 +75,13 @@ def wrap(handler: Callable[..., Any], managers: tuple[SessionManager, ...]) -> C
             kwargs.update(zip(shifted, args[cut:]))
             args = args[:cut]
         held: list[OpenSession] = []
+        proxies: list[LazySession] = []
         try:
-            waiting = list(lazy)
             keyed: list[tuple[str, SessionManager]] = []
             for manager in eager:
                 session_key = manager.get_session_key(update)
-                if session_key is None:
-                    waiting.append(manager)  # its session raises SessionKeyError when used
+                if session_key is None:  # its session raises SessionKeyError when used
+                    proxies.append(_lazy(manager, update, held, kwargs))
                 else:
                     keyed.append((manager.entry_key(session_key), manager))
             # Every handler takes its eager locks in one global order, so two handlers that
@@ -92,11 +92,8 @@ def wrap(handler: Callable[..., Any], managers: tuple[SessionManager, ...]) -> C
                 opened = manager.acquire(entry)
                 held.append(opened)
                 kwargs[manager.key] = opened.session
-            proxies = []
-            for manager in waiting:
-                load = functools.partial(manager.acquire_lazily, update, held)
-                proxy = kwargs[manager.key] = LazySession(load)
-                proxies.append(proxy)
+            for manager in lazy:
+                proxies.append(_lazy(manager, update, held, kwargs))
             try:
                 result = handler(*args, **kwargs)
             finally:
@@ -112,6 +109,16 @@ def wrap(handler: Callable[..., Any], managers: tuple[SessionManager, ...]) -> C
     )
     wrapper.__tgsession_stack__ = (handler, managers)  # type: ignore[attr-defined]
     return wrapper
+
+
+def _lazy(
+    manager: SessionManager, update: Any, held: list[OpenSession], kwargs: dict[str, Any]
+) -> LazySession:
+    """Hand the handler a session that opens on first use, and is saved with ``held``."""
+    proxy = kwargs[manager.key] = LazySession(
+        functools.partial(manager.acquire_lazily, update, held)
+    )
+    return proxy
 
 
 def _used_after_return() -> Any:

@@ -30,7 +30,6 @@ from .storage.disk import default_storage
 logger = logging.getLogger("tgsession")
 
 F = TypeVar("F", bound=Callable[..., Any])
-T = TypeVar("T")
 
 
 class _Delete:
@@ -39,37 +38,42 @@ class _Delete:
 
 _DELETE = _Delete()
 
+_Mine = tuple[int, str]  # (id of the storage, entry): a session as its thread holds it
+
 # The entries each thread holds, to refuse opening one twice: its lock is not re-entrant, so
 # a second open by the holder itself would wait for ever.
 _this_thread = threading.local()
 
 
-def _storage_call(entry: str, action: str, call: Callable[..., T], *args: Any) -> T:
-    """Run a storage operation, turning its failures into errors that name the session."""
-    try:
-        return call(*args)
-    except SessionError:
-        raise
-    except Exception as error:
-        raise SessionStorageError(f"could not {action} session {entry!r}: {error!r}") from error
+def _storage_failed(entry: str, action: str, error: Exception) -> SessionStorageError:
+    """The error for a storage operation that failed: it names the session."""
+    return SessionStorageError(f"could not {action} session {entry!r}: {error!r}")
 
 
 class OpenSession:
     """One session held under its lock, between its load and its save."""
 
-    __slots__ = ("baseline", "entry", "lock", "manager", "registry", "session", "stored")
+    __slots__ = (
+        "baseline",
+        "entry",
+        "lock",
+        "manager",
+        "mine",
+        "registry",
+        "session",
+        "storage",
+        "stored",
+    )
 
     def __init__(
-        self,
-        manager: SessionManager,
-        entry: str,
-        lock: AbstractContextManager[object],
-        registry: set[tuple[int, str]],
-    ):
+        self, manager: SessionManager, storage: Storage, entry: str, registry: set[_Mine]
+    ) -> None:
         self.manager = manager
+        self.storage = storage
         self.entry = entry
-        self.lock = lock  # entered: held until release()
+        self.mine: _Mine = (id(storage), entry)
         self.registry = registry  # the sessions held by the thread that opened this one
+        self.lock: AbstractContextManager[object] | None = None  # entered: held until release
         self.stored = False  # whether the entry exists in the storage
         self.baseline = b""  # the bytes loaded, or the encoded initial() of a new session
         self.session = Session()
@@ -78,8 +82,9 @@ class OpenSession:
         """Release the lock; the session is saved or discarded before."""
         # The opening thread's registry, since a lazy session may be opened by a thread the
         # handler started and released by the handler's own.
-        self.registry.discard((id(self.manager.storage), self.entry))
-        self.lock.__exit__(None, None, None)
+        self.registry.discard(self.mine)
+        if self.lock is not None:
+            self.lock.__exit__(None, None, None)
 
     def change(self) -> bytes | _Delete | None:
         """Return what saving means: bytes to write, _DELETE, or None for nothing."""
@@ -90,13 +95,19 @@ class OpenSession:
 
     def save(self, change: bytes | _Delete | None) -> None:
         """Apply a change computed by :meth:`change`."""
-        storage, entry = self.manager.storage, self.entry
-        if isinstance(change, _Delete):
-            _storage_call(entry, "delete", storage.delete, entry)
-            logger.debug("deleted session %r", entry)
-        elif change is not None:
-            _storage_call(entry, "write", storage.write, entry, change)
-            logger.debug("saved session %r (%d bytes)", entry, len(change))
+        if change is None:
+            return
+        action = "delete" if isinstance(change, _Delete) else "write"
+        try:
+            if isinstance(change, _Delete):
+                self.storage.delete(self.entry)
+            else:
+                self.storage.write(self.entry, change)
+        except SessionError:
+            raise
+        except Exception as error:
+            raise _storage_failed(self.entry, action, error) from error
+        logger.debug("%s session %r", "deleted" if action == "delete" else "saved", self.entry)
 
 
 def save_all(opened: list[OpenSession]) -> None:
@@ -208,21 +219,25 @@ class SessionManager:
 
         If loading fails, the lock is released at once.
         """
-        storage = self.storage
-        mine = (id(storage), entry)
-        held_here: set[tuple[int, str]] | None = getattr(_this_thread, "held", None)
+        held_here: set[_Mine] | None = getattr(_this_thread, "held", None)
         if held_here is None:
             held_here = _this_thread.held = set()
-        if mine in held_here:
+        opened = OpenSession(self, self.storage, entry, held_here)
+        if opened.mine in held_here:
             raise SessionError(
                 f"session {entry!r} is already open in this thread, by a handler or script "
                 "that is still running: pass that session along instead of opening it again "
                 "(e.g. call the undecorated function, or use the session you were given)"
             )
-        lock = _storage_call(entry, "lock", storage.lock, entry)
-        _storage_call(entry, "lock", lock.__enter__)
-        held_here.add(mine)
-        opened = OpenSession(self, entry, lock, held_here)
+        try:
+            lock = opened.storage.lock(entry)
+            lock.__enter__()
+        except SessionError:
+            raise
+        except Exception as error:
+            raise _storage_failed(entry, "lock", error) from error
+        opened.lock = lock
+        held_here.add(opened.mine)
         if load:
             try:
                 self._load(opened)
@@ -251,7 +266,12 @@ class SessionManager:
     def _load(self, opened: OpenSession) -> None:
         """Read and decode the entry of ``opened``, or create its session with initial()."""
         entry = opened.entry
-        data = _storage_call(entry, "read", self.storage.read, entry)
+        try:
+            data = opened.storage.read(entry)
+        except SessionError:
+            raise
+        except Exception as error:
+            raise _storage_failed(entry, "read", error) from error
         if data is None:
             opened.session = self._new(entry)
             opened.baseline = self._encode(entry, opened.session)

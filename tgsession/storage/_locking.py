@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Hashable
 
 from ..errors import SessionLockTimeout
 
@@ -27,10 +28,13 @@ class KeyedLocks:
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[Hashable, _Entry] = {}
 
-    def acquire(self, key: str, timeout: float | None = None) -> None:
-        """Take the lock of ``key``; raise SessionLockTimeout after ``timeout`` seconds."""
+    def acquire(self, key: Hashable, timeout: float | None = None, session: str = "") -> None:
+        """Take the lock of ``key``; raise SessionLockTimeout after ``timeout`` seconds.
+
+        ``session`` names the session in that error, if ``key`` is not its name.
+        """
         with self._guard:
             entry = self._entries.get(key)
             if entry is None:
@@ -38,15 +42,15 @@ class KeyedLocks:
             entry.users += 1
         if not entry.lock.acquire(timeout=-1 if timeout is None else timeout):
             self._leave(key, entry)
-            raise lock_timeout(key, timeout)
+            raise lock_timeout(session or str(key), timeout)
 
-    def release(self, key: str) -> None:
+    def release(self, key: Hashable) -> None:
         """Release the lock of ``key``, which this thread holds."""
         entry = self._entries[key]
         entry.lock.release()
         self._leave(key, entry)
 
-    def _leave(self, key: str, entry: _Entry) -> None:
+    def _leave(self, key: Hashable, entry: _Entry) -> None:
         with self._guard:
             entry.users -= 1
             if not entry.users:

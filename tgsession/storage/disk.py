@@ -64,7 +64,7 @@ class _Directory:
     """What the threads of one process share for one directory."""
 
     def __init__(self, path: str) -> None:
-        self.pid = os.getpid()
+        self.generation = _generation
         self.path = path
         os.makedirs(path, mode=0o700, exist_ok=True)
         # SQLite gives its -wal and -shm files the mode of the database file, so creating that
@@ -86,15 +86,17 @@ class _Directory:
 
 _directories: dict[str, _Directory] = {}
 _directories_guard = threading.RLock()
+_generation = 0  # forks this process descends from: a _Directory serves one generation
 
 
-def _new_guard_in_child() -> None:
+def _after_fork_in_child() -> None:
+    global _directories_guard, _generation
+    _generation += 1
     # A fork while another thread held the guard would leave the child's copy held forever.
-    global _directories_guard
     _directories_guard = threading.RLock()
 
 
-os.register_at_fork(after_in_child=_new_guard_in_child)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _use_directory(path: str) -> _Directory:
@@ -107,7 +109,7 @@ def _use_directory(path: str) -> _Directory:
     """
     with _directories_guard:
         directory = _directories.get(path)
-        if directory is None or directory.pid != os.getpid():
+        if directory is None or directory.generation != _generation:
             directory = _directories[path] = _Directory(path)
         directory.users += 1
         return directory
@@ -117,7 +119,7 @@ def _release_directory(directory: _Directory) -> None:
     """Stop using ``directory``; the last user of this process closes it."""
     with _directories_guard:
         directory.users -= 1
-        if directory.users == 0 and directory.pid == os.getpid():
+        if directory.users == 0 and directory.generation == _generation:
             if _directories.get(directory.path) is directory:
                 del _directories[directory.path]
             directory.close()
@@ -125,7 +127,8 @@ def _release_directory(directory: _Directory) -> None:
 
 def _lock_offset(key: str) -> int:
     # A stable 62-bit hash (Python's hash() differs between processes). Two keys in use at the
-    # same moment share a byte with a probability of about n**2 / 2**63 for n keys.
+    # same moment share a byte with a probability of about n**2 / 2**63 for n keys; they are
+    # then locked together, which is safe.
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") & _OFFSET_MASK
 
@@ -162,20 +165,22 @@ class _ByteLock:
 
     def __enter__(self) -> None:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        # Thread locks are keyed by the byte, not the key: two keys whose hashes collide
+        # share a byte, and must then not both be held by threads of one process.
         threads = self.directory.threads
-        threads.acquire(self.key, self.timeout)
+        threads.acquire(self.offset, self.timeout, self.key)
         try:
             if not _lock_byte(self.directory.lock_fd, self.offset, deadline):
                 raise lock_timeout(self.key, self.timeout)
         except BaseException:
-            threads.release(self.key)
+            threads.release(self.offset)
             raise
 
     def __exit__(self, *exc_info: object) -> None:
         try:
             fcntl.lockf(self.directory.lock_fd, fcntl.LOCK_UN, 1, self.offset)
         finally:
-            self.directory.threads.release(self.key)
+            self.directory.threads.release(self.offset)
 
 
 class DiskStorage:
@@ -201,7 +206,7 @@ class DiskStorage:
         shared = self._shared
         if shared is None:
             raise ValueError(f"{self!r} is closed")
-        if shared.pid != os.getpid():
+        if shared.generation != _generation:
             shared = self._shared = _use_directory(self.directory)
         return shared
 
