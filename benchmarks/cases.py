@@ -41,16 +41,24 @@ def random_users(size: int, count: int, seed: int) -> list[int]:
 def single_thread(config: Config, size: int, directory: Path) -> dict[str, float]:
     """Microseconds per update of each case with ``size`` sessions stored."""
     users = random_users(size, config.updates, seed=size)
+    plain = directory.with_name(directory.name + "-diskcache-defaults")
     stores.fill_disk(directory, size)
+    stores.fill_disk(plain, size, stores.DEFAULTS)
     disk = DiskStorage(directory)
+
+    def settle() -> None:
+        stores.checkpoint(directory)
+        stores.checkpoint(plain)
+
     results = interleaved(
         {
             "disk floor": stores.disk_floor(directory),
+            "diskcache defaults": stores.disk_floor(plain, stores.DEFAULTS),
             **_prefixed("disk", stores.tgsession_cases(disk)),
         },
         users,
         config.rounds,
-        settle=lambda: stores.checkpoint(directory),
+        settle=settle,
     )
     results["telebot memory"] = interleaved(
         {"t": stores.telebot_update(stores.telebot_memory(size))}, users, config.rounds

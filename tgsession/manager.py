@@ -113,6 +113,9 @@ class OpenSession:
 def save_all(opened: list[OpenSession]) -> None:
     """Save every session of ``opened``; encode them all first, so one that cannot be encoded
     leaves all of them as they were."""
+    if len(opened) == 1:  # the common case, without the list
+        opened[0].save(opened[0].change())
+        return
     changes = [(held, held.change()) for held in opened]
     for held, change in changes:
         held.save(change)

@@ -212,9 +212,10 @@ class DiskStorage:
 
     def _cache(self) -> diskcache.Cache:
         # diskcache reconnects by itself in a forked child: only the locks need _dir().
-        if self._shared is None:
+        shared = self._shared
+        if shared is None:
             raise ValueError(f"{self!r} is closed")
-        return self._shared.cache
+        return shared.cache
 
     def read(self, key: str) -> bytes | None:
         """Return the bytes stored under ``key``, or ``None``."""
