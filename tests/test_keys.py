@@ -24,6 +24,13 @@ PRIVATE = {"id": 111, "type": "private", "first_name": "Ann"}
 GROUP = {"id": -100, "type": "supergroup", "title": "Group"}
 CHANNEL = {"id": -200, "type": "channel", "title": "Channel"}
 MEMBER = {"status": "member", "user": OTHER}
+MEMBER_UPDATED = {
+    "chat": GROUP,
+    "from": USER,
+    "date": 0,
+    "old_chat_member": {"status": "left", "user": OTHER},
+    "new_chat_member": MEMBER,
+}
 
 
 def message(chat: dict[str, Any] = GROUP, **fields: Any) -> dict[str, Any]:
@@ -73,28 +80,8 @@ UPDATES: dict[str, tuple[dict[str, Any], int | None, int | None]] = {
         111,
         None,
     ),
-    "my_chat_member": (
-        {
-            "chat": GROUP,
-            "from": USER,
-            "date": 0,
-            "old_chat_member": {"status": "left", "user": OTHER},
-            "new_chat_member": MEMBER,
-        },
-        111,
-        -100,
-    ),
-    "chat_member": (
-        {
-            "chat": GROUP,
-            "from": USER,
-            "date": 0,
-            "old_chat_member": {"status": "left", "user": OTHER},
-            "new_chat_member": MEMBER,
-        },
-        111,
-        -100,
-    ),
+    "my_chat_member": (MEMBER_UPDATED, 111, -100),
+    "chat_member": (MEMBER_UPDATED, 111, -100),
     "chat_join_request": (
         {"chat": GROUP, "from": USER, "user_chat_id": 111, "date": 0},
         111,

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 
 from tgsession import DiskStorage, SessionLockTimeout, with_session
 
-from conftest import child_env
+from conftest import child_env, redis_storage
 
 WORKERS = Path(__file__).with_name("workers.py")
 
@@ -105,27 +106,33 @@ def test_a_live_holder_keeps_its_lock_however_long_its_handler_runs(tmp_path: Pa
     assert stored_count(tmp_path, "long") == 3
 
 
-def test_a_forked_child_uses_the_store_safely(tmp_path: Path) -> None:
-    storage = DiskStorage(tmp_path)
-    counter = with_session(initial=lambda: {"count": 0}, storage=storage)
-    with counter.open("f") as session:
-        session["count"] += 1
-    pid = os.fork()
-    if pid == 0:  # the child: no pytest machinery, just the store
-        code = 1
-        try:
-            for _ in range(100):
-                with counter.open("f") as session:
-                    session["count"] += 1
-            code = 0
-        finally:
-            os._exit(code)
-    for _ in range(100):
+@pytest.mark.parametrize("backend", ["disk", "redis"])
+def test_a_forked_child_uses_the_store_safely(tmp_path: Path, backend: str) -> None:
+    with ExitStack() as stack:
+        if backend == "disk":
+            storage: Any = DiskStorage(tmp_path)
+        else:
+            storage = stack.enter_context(redis_storage())
+        counter = with_session(initial=lambda: {"count": 0}, storage=storage)
         with counter.open("f") as session:
             session["count"] += 1
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert stored_count(tmp_path, "f") == 201
+        pid = os.fork()
+        if pid == 0:  # the child: no pytest machinery, just the store
+            code = 1
+            try:
+                for _ in range(100):
+                    with counter.open("f") as session:
+                        session["count"] += 1
+                code = 0
+            finally:
+                os._exit(code)
+        for _ in range(100):
+            with counter.open("f") as session:
+                session["count"] += 1
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        with counter.open("f") as session:
+            assert session["count"] == 201
 
 
 def test_threads_of_two_processes_waiting_across_keys_are_not_taken_for_a_deadlock(

@@ -409,29 +409,6 @@ def test_close_waits_for_held_sessions_keeps_renewing_them_and_refuses_new_ones(
         assert json.loads(stored or b"") == {"n": 1}
 
 
-def test_a_forked_child_uses_the_redis_storage_safely() -> None:
-    with redis_storage() as storage:
-        counter = with_session(initial=lambda: {"count": 0}, storage=storage)
-        with counter.open("f") as session:
-            session["count"] += 1
-        pid = os.fork()
-        if pid == 0:  # the child: no pytest machinery, just the store
-            code = 1
-            try:
-                for _ in range(50):
-                    with counter.open("f") as session:
-                        session["count"] += 1
-                code = 0
-            finally:
-                os._exit(code)
-        for _ in range(50):
-            with counter.open("f") as session:
-                session["count"] += 1
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert count_of(storage, "f") == 101
-
-
 def test_a_prefix_with_braces_is_refused() -> None:
     from tgsession import RedisStorage
 
