@@ -9,6 +9,8 @@ open STORE KEY N              the same through SessionManager.open, as a script 
 hold STORE KEY                take the lock of KEY, print "locked", then sleep until killed
 cross STORE MINE OTHER         hold MINE for 1 s in one thread while another thread waits for
                               OTHER (held by a twin process); exit 1 if a thread failed
+migrate STORE KEY N           N increments of KEY by sessions of version 2, whose migration
+                              from version 1 counts its runs in "migrations"
 hold-then-add STORE KEY SECS  take the lock of KEY, print "locked", sleep SECS, add 100 and
                               save; print "saved", or "lost" (exit 3) if the lock was lost
 """
@@ -87,6 +89,16 @@ def main() -> None:
         if failures:
             print("failed", failures, flush=True)
             sys.exit(1)
+    elif command == "migrate":
+        migrated = with_session(
+            initial=lambda: {"count": 0},
+            storage=counter.storage,
+            version=2,
+            migrations={2: lambda old: {**old, "migrations": old.get("migrations", 0) + 1}},
+        )
+        for _ in range(int(sys.argv[4])):
+            with migrated.open(key) as session:
+                session["count"] += 1
     elif command == "hold-then-add":
         try:
             with counter.open(key) as session:

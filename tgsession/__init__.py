@@ -17,7 +17,9 @@ from .errors import (
     SessionKeyError,
     SessionLockLost,
     SessionLockTimeout,
+    SessionMigrationError,
     SessionStorageError,
+    SessionVersionError,
 )
 from .keys import SessionKey, by_chat, by_user, by_user_in_chat
 from .manager import SessionManager
@@ -39,7 +41,9 @@ __all__ = [
     "SessionLockLost",
     "SessionLockTimeout",
     "SessionManager",
+    "SessionMigrationError",
     "SessionStorageError",
+    "SessionVersionError",
     "Storage",
     "by_chat",
     "by_user",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from .codec import Codec, JSONCodec
 from .keys import KeyStrategy, by_user
 from .manager import SessionManager
+from .migrations import Migration, Migrations
 from .storage.base import Storage
 
 _JSON = JSONCodec()
@@ -20,6 +22,8 @@ def with_session(
     get_session_key: KeyStrategy | None = None,
     lazy: bool = False,
     codec: Codec = _JSON,
+    version: int = 1,
+    migrations: Mapping[int, Migration] | None = None,
 ) -> SessionManager:
     """Return a decorator that hands a blocking handler its session as the argument ``key``.
 
@@ -30,6 +34,9 @@ def with_session(
     - ``lazy``: open the session (take its lock and load it) only when the handler first
       uses it.
     - ``codec``: turns sessions into bytes; compact JSON by default.
+    - ``version`` and ``migrations``: the schema version of these sessions, and for each
+      version n > 1 the function that turns a version n-1 session into version n. Stored
+      sessions are migrated as they load, and saved with the current version.
 
     The returned :class:`~tgsession.SessionManager` also offers ``.open(session_key)`` and
     ``.delete(session_key)`` for scripts.
@@ -41,4 +48,5 @@ def with_session(
         get_session_key=by_user if get_session_key is None else get_session_key,
         lazy=lazy,
         codec=codec,
+        migrations=Migrations(version, migrations),
     )

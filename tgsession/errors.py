@@ -23,6 +23,14 @@ class SessionDecodeError(SessionError):
     """Stored bytes could not be turned back into a session; they are left untouched."""
 
 
+class SessionMigrationError(SessionError):
+    """A migration of a stored session failed; the stored session is unchanged."""
+
+
+class SessionVersionError(SessionError):
+    """A stored session has a version this code cannot load (newer, or not a version)."""
+
+
 class SessionLockTimeout(SessionError):
     """A session stayed locked by another handler for longer than the storage's lock_timeout."""
 

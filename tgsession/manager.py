@@ -23,6 +23,7 @@ from .errors import (
     SessionStorageError,
 )
 from .keys import KeyStrategy, SessionKey
+from .migrations import Migrations
 from .session import Session
 from .storage.base import Storage
 from .storage.disk import default_storage
@@ -152,6 +153,7 @@ class SessionManager:
         get_session_key: KeyStrategy,
         lazy: bool,
         codec: Codec,
+        migrations: Migrations,
     ) -> None:
         if not key.isidentifier():
             raise ValueError(f"key must be a parameter name, got {key!r}")
@@ -160,6 +162,7 @@ class SessionManager:
         self.get_session_key = get_session_key
         self.lazy = lazy
         self.codec = codec
+        self.migrations = migrations
         self._storage = storage
 
     @property
@@ -304,11 +307,11 @@ class SessionManager:
                 f"session {entry!r} holds a {type(value).__name__}, not a dict; it is left "
                 "untouched: inspect it, then fix or delete the entry"
             )
-        return Session(value)
+        return Session(self.migrations.migrate(entry, value))
 
     def _encode(self, entry: str, session: Session) -> bytes:
         try:
-            return self.codec.encode(session)
+            return self.codec.encode(self.migrations.stamp(session))
         except (ValueError, TypeError) as error:
             raise SessionEncodeError(
                 f"session {entry!r} cannot be saved: {error}. Sessions hold JSON values "
