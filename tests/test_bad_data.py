@@ -84,14 +84,17 @@ def test_pickled_value_in_the_directory_is_refused_not_unpickled(tmp_path: Path)
     storage.close()
 
 
-def test_every_error_is_a_session_error() -> None:
-    import tgsession
+def test_every_error_is_a_session_error_and_exported() -> None:
+    import inspect
 
-    errors = [getattr(tgsession, name) for name in tgsession.__all__ if name.endswith("Error")]
-    errors += [tgsession.SessionLockTimeout, tgsession.SessionLockLost]
-    assert len(errors) == 7
+    import tgsession
+    import tgsession.errors
+
+    errors = [e for _, e in inspect.getmembers(tgsession.errors, inspect.isclass)]
+    assert len(errors) >= 8
     for error in errors:
         assert issubclass(error, SessionError)
+        assert error.__name__ in tgsession.__all__
 
 
 class BrokenStorage:
