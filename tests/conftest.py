@@ -29,10 +29,10 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 class RecordingStorage:
-    """A real MemoryStorage that also records every call made to it, in order."""
+    """A real storage (a MemoryStorage unless replaced) that records every call, in order."""
 
     def __init__(self) -> None:
-        self.inner = MemoryStorage()
+        self.inner: Any = MemoryStorage()
         self.calls: list[tuple[str, str]] = []
 
     def read(self, key: str) -> bytes | None:
@@ -53,6 +53,10 @@ class RecordingStorage:
         with self.inner.lock(key):
             yield
         self.calls.append(("unlock", key))
+
+    def keys(self, prefix: str) -> Any:
+        self.calls.append(("keys", prefix))
+        return self.inner.keys(prefix)
 
     def of(self, kind: str) -> list[str]:
         return [key for call, key in self.calls if call == kind]

@@ -24,13 +24,14 @@ from .errors import (
 from .keys import SessionKey, by_chat, by_user, by_user_in_chat
 from .manager import SessionManager
 from .session import LazySession, Session
-from .storage import DiskStorage, MemoryStorage, Storage
+from .storage import DiskStorage, ListableStorage, MemoryStorage, Storage
 
 __all__ = [
     "Codec",
     "DiskStorage",
     "JSONCodec",
     "LazySession",
+    "ListableStorage",
     "MemoryStorage",
     "Session",
     "SessionDecodeError",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Callable, TypeVar
 
@@ -25,7 +25,7 @@ from .errors import (
 from .keys import KeyStrategy, SessionKey
 from .migrations import Migrations
 from .session import Session
-from .storage.base import Storage
+from .storage.base import ListableStorage, Storage
 from .storage.disk import default_storage
 
 logger = logging.getLogger("tgsession")
@@ -219,6 +219,41 @@ class SessionManager:
             held.save(_DELETE)
         finally:
             held.release()
+
+    def delete_many(self, session_keys: Iterable[SessionKey]) -> int:
+        """Delete the stored sessions with ``session_keys``, one lock at a time; count them."""
+        deleted = 0
+        for session_key in session_keys:
+            self.delete(session_key)
+            deleted += 1
+        return deleted
+
+    def keys(self) -> Iterator[str]:
+        """Yield the key of every stored session of this kind, streaming from the storage.
+
+        Keys come back as strings (``"42"`` for user 42); ``open``, ``delete`` and
+        ``delete_many`` take them as they are.
+        """
+        storage = self.storage
+        if not isinstance(storage, ListableStorage):
+            raise SessionError(
+                f"{storage!r} cannot list its sessions: it has no keys(prefix) method"
+            )
+        start = len(self.key) + 1
+        for entry in storage.keys(f"{self.key}:"):
+            yield entry[start:]
+
+    def items(self) -> Iterator[tuple[str, Session]]:
+        """Yield ``(key, session)`` for every stored session of this kind, one at a time.
+
+        Each session is a snapshot, read without its lock and not saved: to change sessions,
+        ``open`` each key. A session deleted meanwhile is skipped.
+        """
+        for session_key in self.keys():
+            entry = self.entry_key(session_key)
+            data = self.storage.read(entry)
+            if data is not None:
+                yield session_key, self._decode(entry, data)
 
     def acquire(self, entry: str, *, load: bool = True) -> OpenSession:
         """Lock ``entry`` and load it (unless ``load`` is False); release() unlocks it.

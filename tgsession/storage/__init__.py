@@ -1,7 +1,7 @@
 """Session stores: the protocol and the built-in backends, one module each."""
 
-from .base import Storage
+from .base import ListableStorage, Storage
 from .disk import DiskStorage
 from .memory import MemoryStorage
 
-__all__ = ["DiskStorage", "MemoryStorage", "Storage"]
+__all__ = ["DiskStorage", "ListableStorage", "MemoryStorage", "Storage"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
@@ -30,4 +31,13 @@ class Storage(Protocol):
 
     def lock(self, key: str) -> AbstractContextManager[object]:
         """Return a context manager that holds the exclusive lock of ``key`` while open."""
+        ...
+
+
+@runtime_checkable
+class ListableStorage(Storage, Protocol):
+    """A storage that can also list its keys, which enumerating sessions needs."""
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        """Yield every stored key that starts with ``prefix``, without loading them all."""
         ...

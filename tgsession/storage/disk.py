@@ -15,6 +15,7 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import diskcache
@@ -235,6 +236,16 @@ class DiskStorage:
     def delete(self, key: str) -> None:
         """Remove ``key`` if it is stored."""
         self._cache().delete(key)
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        """Yield every stored key that starts with ``prefix``, a hundred rows at a time."""
+        # diskcache walks its keys in sorted order, so those with the prefix come together.
+        for key in self._cache().iterkeys():
+            if isinstance(key, str):
+                if key.startswith(prefix):
+                    yield key
+                elif key > prefix:
+                    return
 
     def lock(self, key: str) -> _ByteLock:
         """Hold the lock of ``key`` against every thread and process using this directory."""

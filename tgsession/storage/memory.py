@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from ._locking import KeyedLocks, KeyHold
 
 
@@ -29,6 +31,10 @@ class MemoryStorage:
     def delete(self, key: str) -> None:
         """Remove ``key`` if it is stored."""
         self._data.pop(key, None)
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        """Yield every stored key that starts with ``prefix``."""
+        return (key for key in list(self._data) if key.startswith(prefix))
 
     def lock(self, key: str) -> KeyHold:
         """Hold the lock of ``key`` against the other threads of this process."""

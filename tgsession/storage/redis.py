@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -77,6 +78,12 @@ return 0
 """
 
 _NOTHING = object()  # no value prefetched / no change requested
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a SCAN pattern that matches only itself."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
 
 # Longer than redis-py can spend retrying a save, so that a retry finds its earlier run.
 _DONE_TTL_MS = 120_000
@@ -240,6 +247,13 @@ class RedisStorage:
             self.client.delete(self.data_key(key))
         else:
             held.change = None
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        """Yield every stored key that starts with ``prefix``, with SCAN (no blocking)."""
+        start = self.data_key("")[:-1]  # "{prefix}data:{"
+        pattern = _glob_escape(start + prefix) + "*"
+        for found in self.client.scan_iter(match=pattern, count=1000):
+            yield found.decode()[len(start) : -1]
 
     def lock(self, key: str) -> _RedisLock:
         """Hold the lock of ``key`` against every process using this Redis and prefix."""

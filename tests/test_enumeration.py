@@ -1,0 +1,96 @@
+"""Enumerating sessions for scripts and admins: keys, snapshots, deleting many."""
+
+from __future__ import annotations
+
+import threading
+import types
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+
+from tgsession import MemoryStorage, SessionError, with_session
+
+from conftest import RecordingStorage, redis_storage
+
+
+def fill(storage: Any, count: int) -> Any:
+    manager = with_session(storage=storage)  # initial: {}, so every filled session is stored
+    for user in range(count):
+        with manager.open(user) as session:
+            session["n"] = user
+    return manager
+
+
+def test_keys_lists_every_stored_session_of_its_kind_and_no_other(storage: Any) -> None:
+    manager = fill(storage, 25)
+    other = with_session(key="sessions", initial=lambda: {"x": 1}, storage=storage)
+    with other.open(99) as session:
+        session["x"] = 2
+    storage.write("unrelated", b"{}")
+    assert isinstance(manager.keys(), types.GeneratorType)
+    assert sorted(manager.keys(), key=int) == [str(user) for user in range(25)]
+    assert list(other.keys()) == ["99"]
+
+
+def test_items_yields_snapshots_without_locking_or_saving(storage: Any) -> None:
+    manager = fill(storage, 5)
+    seen = dict(manager.items())
+    assert {key: session["n"] for key, session in seen.items()} == {str(u): u for u in range(5)}
+    recording = RecordingStorage()
+    recording.inner = storage
+    recorded = with_session(storage=recording)
+    assert len(list(recorded.items())) == 5
+    assert recording.of("lock") == [] and recording.of("write") == []
+
+
+def test_items_holds_no_lock_while_the_caller_works_on_a_session(storage: Any) -> None:
+    manager = fill(storage, 2)
+    for key, _ in manager.items():
+        done = threading.Event()
+
+        def edit(key: str = key, done: threading.Event = done) -> None:
+            with manager.open(key) as session:
+                session["n"] += 100
+            done.set()
+
+        threading.Thread(target=edit).start()
+        assert done.wait(5), "a session stayed locked while items() yielded it"
+    assert sorted(s["n"] for _, s in manager.items()) == [100, 101]
+
+
+def test_items_brings_old_sessions_up_to_date_without_saving_them(storage: Any) -> None:
+    storage.write("session:1", b'{"count":3}')
+    manager = with_session(storage=storage, version=2, migrations={2: lambda s: {**s, "v2": True}})
+    assert dict(manager.items()) == {"1": {"count": 3, "v2": True}}
+    assert storage.read("session:1") == b'{"count":3}'
+
+
+def test_delete_many_deletes_each_under_its_lock_and_counts_them(storage: Any) -> None:
+    manager = fill(storage, 10)
+    odd = [key for key in list(manager.keys()) if int(key) % 2]
+    assert manager.delete_many(odd) == 5
+    assert sorted(manager.keys(), key=int) == ["0", "2", "4", "6", "8"]
+
+
+class Unlisted:
+    """A storage with the four required methods only."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStorage()
+        self.read, self.write, self.delete = self.inner.read, self.inner.write, self.inner.delete
+        self.lock = self.inner.lock
+
+
+def test_a_storage_that_cannot_list_keys_is_a_clear_error() -> None:
+    with pytest.raises(SessionError, match="cannot list its sessions"):
+        list(with_session(storage=Unlisted()).keys())
+
+
+def test_redis_keys_of_a_prefix_with_glob_characters_match_only_that_prefix() -> None:
+    with ExitStack() as stack:
+        storage = stack.enter_context(redis_storage(prefix="tgsession-test:glob*[1]:"))
+        other = stack.enter_context(redis_storage(prefix="tgsession-test:globX1:"))
+        fill(other, 3)
+        manager = fill(storage, 2)
+        assert sorted(manager.keys()) == ["0", "1"]
