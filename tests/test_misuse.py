@@ -183,3 +183,105 @@ def test_star_import_works_without_the_optional_redis() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "pip install 'tgsession[redis]'" in result.stdout
+
+
+def test_a_lazy_session_first_used_by_a_thread_after_its_handler_returned_is_refused(
+    storage: Any,
+) -> None:
+    manager = with_session(initial=lambda: {"count": 0}, storage=storage, lazy=True)
+    errors: list[BaseException] = []
+    started = threading.Event()
+
+    @with_session(initial=lambda: {"count": 0}, storage=storage, lazy=True, get_session_key=by_key)
+    def handler(update: Update, session: Any) -> None:
+        def late() -> None:
+            started.wait(5)
+            try:
+                session["count"] += 1
+            except SessionError as error:
+                errors.append(error)
+
+        worker = threading.Thread(target=late)
+        worker.start()
+        late_threads.append(worker)
+
+    late_threads: list[threading.Thread] = []
+    with manager.open(5):  # the helper will wait for this lock, then find the call over
+        handler(Update(5))
+        started.set()
+    late_threads[0].join(5)
+    assert len(errors) == 1 and "after its handler returned" in str(errors[0])
+    done = threading.Event()
+
+    def reopen() -> None:
+        with manager.open(5):
+            done.set()
+
+    reopener = threading.Thread(target=reopen)
+    reopener.start()
+    reopener.join(5)
+    assert done.is_set(), "the late session's lock was never released"
+
+
+def test_a_waiter_interrupted_by_a_signal_leaves_no_thread_lock_behind() -> None:
+    import signal
+
+    from tgsession.storage._locking import KeyedLocks
+
+    locks = KeyedLocks()
+    holding, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with locks.hold("k"):
+            holding.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    holding.wait(5)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise TimeoutError("interrupted")
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(TimeoutError):
+            locks.acquire("k")
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    release.set()
+    thread.join(5)
+    assert len(locks) == 0
+
+
+def test_the_storage_lock_hears_of_the_handlers_exception() -> None:
+    exits: list[Any] = []
+    inner = MemoryStorage()
+
+    class Lock:
+        def __init__(self, key: str) -> None:
+            self.hold = inner.lock(key)
+
+        def __enter__(self) -> None:
+            self.hold.__enter__()
+
+        def __exit__(self, *exc_info: Any) -> None:
+            exits.append(exc_info[0])
+            self.hold.__exit__(*exc_info)
+
+    class Storage:
+        read, write, delete = inner.read, inner.write, inner.delete
+
+        def lock(self, key: str) -> Lock:
+            return Lock(key)
+
+    @counter(Storage())
+    def handler(update: Update, session: Any, fail: bool = False) -> None:
+        if fail:
+            raise KeyError("boom")
+
+    handler(Update(1))
+    with pytest.raises(KeyError):
+        handler(Update(1), fail=True)
+    assert exits == [None, KeyError]

@@ -6,8 +6,7 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import SessionError
-from .manager import OpenSession, release_all, save_all
+from .manager import HeldSessions, used_after_return
 from .session import LazySession
 
 if TYPE_CHECKING:
@@ -74,7 +73,7 @@ def wrap(handler: Callable[..., Any], managers: tuple[SessionManager, ...]) -> C
                 )
             kwargs.update(zip(shifted, args[cut:]))
             args = args[:cut]
-        held: list[OpenSession] = []
+        held = HeldSessions()
         proxies: list[LazySession] = []
         try:
             keyed: list[tuple[str, SessionManager]] = []
@@ -89,19 +88,20 @@ def wrap(handler: Callable[..., Any], managers: tuple[SessionManager, ...]) -> C
             if len(keyed) > 1:
                 keyed.sort(key=lambda pair: pair[0])
             for entry, manager in keyed:
-                opened = manager.acquire(entry)
-                held.append(opened)
-                kwargs[manager.key] = opened.session
+                kwargs[manager.key] = manager.acquire(entry, held).session
             for manager in lazy:
                 proxies.append(_lazy(manager, update, held, kwargs))
             try:
                 result = handler(*args, **kwargs)
             finally:
+                held.close()
                 for proxy in proxies:
-                    proxy.close(_used_after_return)
-            save_all(held)
-        finally:
-            release_all(held)
+                    proxy.close(used_after_return)
+            held.save()
+        except BaseException as error:
+            held.release(error)
+            raise
+        held.release()
         return result
 
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
@@ -112,18 +112,10 @@ def wrap(handler: Callable[..., Any], managers: tuple[SessionManager, ...]) -> C
 
 
 def _lazy(
-    manager: SessionManager, update: Any, held: list[OpenSession], kwargs: dict[str, Any]
+    manager: SessionManager, update: Any, held: HeldSessions, kwargs: dict[str, Any]
 ) -> LazySession:
     """Hand the handler a session that opens on first use, and is saved with ``held``."""
     proxy = kwargs[manager.key] = LazySession(
         functools.partial(manager.acquire_lazily, update, held)
     )
     return proxy
-
-
-def _used_after_return() -> Any:
-    raise SessionError(
-        "a lazy session was used after its handler returned, when it is no longer locked and "
-        "nothing would save it: use sessions only while their handler runs (for a next-step "
-        "handler, decorate that handler too)"
-    )

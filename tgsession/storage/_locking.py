@@ -40,7 +40,12 @@ class KeyedLocks:
             if entry is None:
                 entry = self._entries[key] = _Entry()
             entry.users += 1
-        if not entry.lock.acquire(timeout=-1 if timeout is None else timeout):
+        try:
+            acquired = entry.lock.acquire(timeout=-1 if timeout is None else timeout)
+        except BaseException:  # interrupted while waiting: no longer a user
+            self._leave(key, entry)
+            raise
+        if not acquired:
             self._leave(key, entry)
             raise lock_timeout(session or str(key), timeout)
 

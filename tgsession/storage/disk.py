@@ -129,7 +129,8 @@ def _release_directory(directory: _Directory) -> None:
 def _lock_offset(key: str) -> int:
     # A stable 62-bit hash (Python's hash() differs between processes). Two keys in use at the
     # same moment share a byte with a probability of about n**2 / 2**63 for n keys; they are
-    # then locked together, which is safe.
+    # then locked together, which keeps threads and processes apart (a handler stacking two
+    # such keys would wait for itself, at odds of 2**-62).
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") & _OFFSET_MASK
 
