@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -96,7 +97,7 @@ def main() -> int:
     results["machine"] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpus": __import__("os").cpu_count(),
+        "cpus": os.cpu_count(),
         **{name: version(name) for name in ("diskcache", "pyTelegramBotAPI", "redis")},
     }
     results["targets"] = targets(results)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import tempfile
 import threading
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,6 @@ class Config:
 
 
 def random_users(size: int, count: int, seed: int) -> list[int]:
-    import random
-
     generator = random.Random(seed)
     return [generator.randrange(size) for _ in range(count)]
 
@@ -46,7 +46,7 @@ def single_thread(config: Config, size: int, directory: Path) -> dict[str, float
     stores.fill_disk(plain, size, stores.DEFAULTS)
     disk = DiskStorage(directory)
 
-    def settle() -> None:
+    def write_back() -> None:
         stores.checkpoint(directory)
         stores.checkpoint(plain)
 
@@ -58,7 +58,7 @@ def single_thread(config: Config, size: int, directory: Path) -> dict[str, float
         },
         users,
         config.rounds,
-        settle=settle,
+        write_back=write_back,
     )
     results["telebot memory"] = interleaved(
         {"t": stores.telebot_update(stores.telebot_memory(size))}, users, config.rounds
@@ -94,7 +94,7 @@ def _redis_single(config: Config, size: int, users: list[int]) -> dict[str, floa
     storage = _redis_storage(config)
     telebot_prefix = storage.prefix + "telebot:"
     try:
-        stores.fill_redis(storage.client, storage.prefix, size, _data_key(storage))
+        stores.fill_redis(storage.client, size, _data_key(storage))
         telebot_storage = stores.telebot_redis(config.redis_url, telebot_prefix, size)
         return interleaved(
             {
@@ -120,83 +120,98 @@ def size_independent(config: Config) -> dict[str, float]:
     )
 
 
+@dataclass
+class _Backend:
+    """One store under load: its update functions here, and its worker specs for processes."""
+
+    ours: Any
+    floor: Any
+    ours_spec: dict[str, Any]
+    floor_spec: dict[str, Any]
+
+
 def concurrency(config: Config, directory: Path) -> dict[str, float]:
     """Wall-time microseconds per update with 8 threads, and with 2 processes."""
     n, per = config.threads, config.thread_updates
     distinct = [list(range(t * per, (t + 1) * per)) for t in range(n)]
     one_key = [[0] * per for _ in range(n)]
     stores.fill_disk(directory, n * per)
-    backends = {"disk": ({"disk": str(directory)}, {"disk-floor": str(directory)})}
-    updates = {
-        "disk": (
+    backends = {
+        "disk": _Backend(
             stores.tgsession_cases(DiskStorage(directory))["changed"],
             stores.disk_floor(directory),
+            {"disk": str(directory)},
+            {"disk-floor": str(directory)},
         )
     }
-    redis_storage = None
-    if config.redis_url:
-        redis_storage = _redis_storage(config)
-        stores.fill_redis(
-            redis_storage.client, redis_storage.prefix, n * per, _data_key(redis_storage)
-        )
-        spec = {"prefix": redis_storage.prefix}
-        backends["redis"] = (
-            {"redis": config.redis_url, **spec},
-            {"redis-floor": config.redis_url, **spec},
-        )
-        updates["redis"] = (
-            stores.tgsession_cases(redis_storage)["changed"],
-            stores.redis_floor(redis_storage.client, _data_key(redis_storage)),
-        )
     results: dict[str, float] = {}
-    try:
-        for backend, (ours, floor) in updates.items():
+    with ExitStack() as cleanup:
+        if config.redis_url:
+            storage = _redis_storage(config)
+            cleanup.callback(_drop_redis, storage)
+            stores.fill_redis(storage.client, n * per, _data_key(storage))
+            where = {"prefix": storage.prefix}
+            backends["redis"] = _Backend(
+                stores.tgsession_cases(storage)["changed"],
+                stores.redis_floor(storage.client, _data_key(storage)),
+                {"redis": config.redis_url, **where},
+                {"redis-floor": config.redis_url, **where},
+            )
+        for name, backend in backends.items():
             for label, keys in (("distinct keys", distinct), ("one key", one_key)):
-                for who, update in (("tgsession", ours), ("floor", floor)):
-                    results[f"{backend} {n} threads {label} {who}"] = median_of(
+                for who, update in (("tgsession", backend.ours), ("floor", backend.floor)):
+                    results[f"{name} {n} threads {label} {who}"] = median_of(
                         config.rounds, lambda update=update, keys=keys: threaded(update, keys)
                     )
-            for label, span in (("distinct keys", config.process_updates), ("one key", 1)):
-                for who, spec_ in zip(("tgsession", "floor"), backends[backend]):
-                    results[f"{backend} 2 processes {label} {who}"] = median_of(
+            for label, distinct_users in (("distinct keys", True), ("one key", False)):
+                for who, spec in (("tgsession", backend.ours_spec), ("floor", backend.floor_spec)):
+                    results[f"{name} 2 processes {label} {who}"] = median_of(
                         max(3, config.rounds // 2),
-                        lambda spec_=spec_, span=span: _two_processes(config, spec_, span),
+                        lambda spec=spec, distinct_users=distinct_users: _two_processes(
+                            config, spec, distinct_users
+                        ),
                     )
-    finally:
-        if redis_storage is not None:
-            stores.delete_prefix(redis_storage.client, redis_storage.prefix)
-            redis_storage.close()
     return results
 
 
-def _two_processes(config: Config, spec: dict[str, Any], span: int) -> float:
-    """Wall-time microseconds per update of two worker processes started together."""
+def _drop_redis(storage: Any) -> None:
+    stores.delete_prefix(storage.client, storage.prefix)
+    storage.close()
+
+
+def _two_processes(config: Config, spec: dict[str, Any], distinct_users: bool) -> float:
+    """Wall-time microseconds per update of two worker processes started together.
+
+    Each worker sets up, says it is ready, and starts on the word; the wall time runs from
+    the first start to the last end, on the monotonic clock that processes share.
+    """
     count = config.process_updates
-    workers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.worker",
-                "updates",
-                json.dumps(spec),
-                str(count),
-                str(i * span),
-                str(span),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        for i in range(2)
-    ]
-    for worker in workers:
-        assert worker.stdin is not None
-        worker.stdin.write("go\n")
-        worker.stdin.flush()
-    seconds = [float(worker.communicate(timeout=600)[0]) for worker in workers]
-    return max(seconds) / (2 * count) * 1e6
+    span = count if distinct_users else 1
+    with ExitStack() as stack:
+        workers = []
+        for i in range(2):
+            first = i * count if distinct_users else 0
+            arguments = ["updates", json.dumps(spec), str(count), str(first), str(span)]
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.worker", *arguments],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+            )
+            stack.callback(worker.kill)
+            workers.append(worker)
+        for worker in workers:
+            assert worker.stdout is not None
+            if worker.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"a benchmark worker failed: {worker.communicate()}")
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        spans = [json.loads(worker.communicate(timeout=600)[0]) for worker in workers]
+    wall = max(end for _, end in spans) - min(start for start, _ in spans)
+    return wall / (2 * count) * 1e6
 
 
 def lost_updates(config: Config) -> dict[str, int]:
@@ -214,50 +229,45 @@ def lost_updates(config: Config) -> dict[str, int]:
             thread.join()
 
     lost: dict[str, int] = {}
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, ExitStack() as cleanup:
         ours: dict[str, Any] = {"memory": MemoryStorage(), "disk": DiskStorage(Path(scratch) / "d")}
-        if config.redis_url:
-            ours["redis"] = _redis_storage(config)
-        for name, storage in ours.items():
-            manager = stores.sessions_on(storage)
-            hammer(stores.tgsession_cases(storage)["changed"])
-            with manager.open(0) as session:
-                lost[f"tgsession {name}"] = expected - session["count"]
         theirs = {
             "memory": stores.telebot_memory(1),
             "pickle": stores.telebot_pickle(Path(scratch) / "states.pkl", 1),
         }
         if config.redis_url:
+            ours["redis"] = _redis_storage(config)
+            cleanup.callback(_drop_redis, ours["redis"])
             theirs["redis"] = stores.telebot_redis(config.redis_url, ours["redis"].prefix + "t", 1)
+        for name, storage in ours.items():
+            hammer(stores.tgsession_cases(storage)["changed"])
+            with stores.sessions_on(storage).open(0) as session:
+                lost[f"tgsession {name}"] = expected - session["count"]
         for name, storage in theirs.items():
             hammer(stores.telebot_update(storage))
-            lost[f"telebot {name}"] = (
-                expected - storage.get_data(0, 0, bot_id=stores.BOT_ID)["count"]
-            )
-        if config.redis_url:
-            stores.delete_prefix(ours["redis"].client, ours["redis"].prefix)
-            ours["redis"].close()
+            data = storage.get_data(0, 0, bot_id=stores.BOT_ID)
+            lost[f"telebot {name}"] = expected - data["count"]
     return lost
 
 
 def peak_rss(config: Config, directories: dict[int, Path]) -> dict[int, int]:
-    """Peak RSS in KiB of a process making updates with each number of sessions stored."""
-    results = {}
-    for size, directory in directories.items():
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.worker",
-                "rss",
-                str(directory),
-                str(size),
-                str(config.rss_updates),
-            ],
+    """Peak RSS in KiB (median of 3 processes) of a process making updates, by size."""
+    return {
+        size: int(
+            median_of(3, lambda directory=directory, size=size: _rss(config, directory, size))
+        )
+        for size, directory in directories.items()
+    }
+
+
+def _rss(config: Config, directory: Path, size: int) -> float:
+    command = ["rss", str(directory), str(size), str(config.rss_updates)]
+    return float(
+        subprocess.run(
+            [sys.executable, "-m", "benchmarks.worker", *command],
             capture_output=True,
             text=True,
             check=True,
             cwd=ROOT,
         ).stdout
-        results[size] = int(out)
-    return results
+    )

@@ -18,7 +18,7 @@ import telebot
 from diskcache.core import DBNAME
 from telebot.storage import StateMemoryStorage, StatePickleStorage
 
-from tgsession import DiskStorage, MemoryStorage, SessionManager, with_session
+from tgsession import MemoryStorage, SessionManager, with_session
 from tgsession.codec import JSONCodec
 from tgsession.storage.disk import CACHE_SETTINGS
 
@@ -109,14 +109,10 @@ def memory_changed(sessions: int) -> Any:
     return tgsession_cases(storage)["changed"]
 
 
-def disk_storage(directory: Path) -> DiskStorage:
-    return DiskStorage(directory)
-
-
 # -- redis -------------------------------------------------------------------------------
 
 
-def fill_redis(client: Any, prefix: str, sessions: int, data_key: Any) -> None:
+def fill_redis(client: Any, sessions: int, data_key: Any) -> None:
     """Store ``sessions`` sessions under ``data_key(user)``, 10,000 per pipeline."""
     for start in range(0, sessions, 10_000):
         client.mset(

@@ -14,11 +14,16 @@ from typing import Any, Callable
 Update = Callable[[Any], Any]
 
 
-def per_update(update: Update, keys: list[Any]) -> float:
-    """Microseconds per call of ``update`` over ``keys``."""
+def _nothing() -> None:
+    pass
+
+
+def per_update(update: Update, keys: list[Any], write_back: Callable[[], Any] = _nothing) -> float:
+    """Microseconds per call of ``update`` over ``keys``, with ``write_back`` timed too."""
     started = time.perf_counter()
     for key in keys:
         update(key)
+    write_back()
     return (time.perf_counter() - started) / len(keys) * 1e6
 
 
@@ -26,21 +31,21 @@ def interleaved(
     cases: dict[str, Update],
     keys: list[Any],
     rounds: int,
-    settle: Callable[[], Any] = lambda: None,
+    write_back: Callable[[], Any] = _nothing,
 ) -> dict[str, float]:
     """Median microseconds per update of each case; one untimed round warms them up.
 
-    ``settle`` runs before every timed round of every case, untimed: for a store that
-    defers work (SQLite's checkpoints of its write-ahead log), it makes each case start
-    from the same state, so that the deferred work lands on every case alike.
+    ``write_back`` finishes work that the store defers (SQLite's checkpoint of its
+    write-ahead log): it runs untimed before every round, so that each starts from the same
+    state, and timed after it, so that each round pays for the writing it caused.
     """
     for update in cases.values():
         per_update(update, keys[: max(1, len(keys) // 10)])
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(rounds):
         for name, update in cases.items():
-            settle()
-            samples[name].append(per_update(update, keys))
+            write_back()
+            samples[name].append(per_update(update, keys, write_back))
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

@@ -1,7 +1,8 @@
 """A second process for the benchmarks: ``python -m benchmarks.worker MODE ...``.
 
-updates STORE N FIRST SPAN  wait for a line on stdin, then make N updates to the users
-                            FIRST .. FIRST+SPAN-1 in turn; print the seconds it took
+updates STORE N FIRST SPAN  print "ready", wait for a line on stdin, then make N updates
+                            to the users FIRST .. FIRST+SPAN-1 in turn; print [start, end]
+                            in seconds of the monotonic clock
 rss DIRECTORY SESSIONS N    make N updates to random users among SESSIONS stored in
                             DIRECTORY through a DiskStorage; print the peak RSS in KiB
 
@@ -59,11 +60,12 @@ def main() -> None:
         update = update_for(json.loads(sys.argv[2]))
         count, first, span = (int(arg) for arg in sys.argv[3:6])
         users = [first + i % span for i in range(count)]
+        print("ready", flush=True)
         sys.stdin.readline()
-        started = time.perf_counter()
+        started = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
         for user in users:
             update(user)
-        print(time.perf_counter() - started, flush=True)
+        print(json.dumps([started, time.perf_counter()]), flush=True)
     elif mode == "rss":
         directory, sessions, count = Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
         update = stores.tgsession_cases(DiskStorage(directory))["changed"]
