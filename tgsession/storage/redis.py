@@ -106,7 +106,8 @@ class _ProcessState:
 
     def __init__(self) -> None:
         self.threads = KeyedLocks()
-        self.held: dict[str, _Held] = {}
+        self.held: dict[str, _Held] = {}  # the locks to renew
+        self.in_use: set[_RedisLock] = set()  # locks from enter until fully released
         self.renewer: threading.Thread | None = None
 
 
@@ -124,10 +125,12 @@ class _RedisLock:
         timeout = storage.lock_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         state.threads.acquire(key, timeout)
+        state.in_use.add(self)
         try:
             held = _Held(key, os.urandom(16).hex().encode())
             held.prefetched = storage._lock_and_load_entry(held, deadline)
         except BaseException:
+            state.in_use.discard(self)
             state.threads.release(key)
             raise
         state.held[key] = self.held = held
@@ -136,6 +139,7 @@ class _RedisLock:
         except BaseException:  # no thread to renew the lock: give it up
             del state.held[key]
             storage._unlock_quietly(held)
+            state.in_use.discard(self)
             state.threads.release(key)
             raise
 
@@ -145,6 +149,7 @@ class _RedisLock:
         try:
             self.storage._save_and_unlock(self.held)
         finally:
+            self.state.in_use.discard(self)
             self.state.threads.release(self.key)
 
 
@@ -369,7 +374,7 @@ class RedisStorage:
     def close(self) -> None:
         """Refuse new locks, wait for the held ones to be released, then disconnect."""
         self._closing = True
-        while self._state.held:  # their renewal goes on meanwhile
+        while self._state.in_use:  # their renewal goes on meanwhile
             time.sleep(0.01)
         self._stop.set()
         renewer = self._state.renewer
