@@ -120,6 +120,23 @@ def test_edit_sessions_script_edits_a_counter_while_the_bot_runs(
         assert script("7", "show") == "user 7: count 0"
 
 
+def test_migration_bot_upgrades_the_sessions_of_counter_bot(
+    bot_api: FakeBotAPI, tmp_path: Path
+) -> None:
+    with running("counter_bot.py", bot_api, tmp_path):
+        for _ in range(3):
+            bot_api.push_message(user_id=6, text="/count")
+        replies(bot_api, 3)
+        with with_session(storage=DiskStorage(tmp_path)).open(6) as session:
+            assert session == {"count": 3}  # waits for the last save
+    with running("migration_bot.py", bot_api, tmp_path):
+        bot_api.push_message(user_id=6, text="/count")
+        assert replies(bot_api, 4)[-1] == "visits: 4 (en)"
+        with with_session(storage=DiskStorage(tmp_path), version=2).open(6):
+            pass  # waits for the bot's save
+    assert DiskStorage(tmp_path).read("session:6") == b'{"$v":2,"lang":"en","visits":4}'
+
+
 def test_redis_bot_counts_in_redis(bot_api: FakeBotAPI, tmp_path: Path) -> None:
     with redis_storage() as storage:
         env = {"REDIS_URL": redis_url(), "REDIS_PREFIX": storage.prefix}
