@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any, Callable
 
 from .codec import Codec, JSONCodec
@@ -24,6 +25,7 @@ def with_session(
     codec: Codec = _JSON,
     version: int = 1,
     migrations: Mapping[int, Migration] | None = None,
+    ttl: float | timedelta | None = None,
 ) -> SessionManager:
     """Return a decorator that hands a blocking handler its session as the argument ``key``.
 
@@ -37,6 +39,8 @@ def with_session(
     - ``version`` and ``migrations``: the schema version of these sessions, and for each
       version n > 1 the function that turns a version n-1 session into version n. Stored
       sessions are migrated as they load, and saved with the current version.
+    - ``ttl``: seconds (or a timedelta) after its last write that a session is gone; the next
+      update then starts from ``initial()``. Reading a session does not extend it.
 
     The returned :class:`~tgsession.SessionManager` also offers ``.open(session_key)`` and
     ``.delete(session_key)`` for scripts.
@@ -49,4 +53,5 @@ def with_session(
         lazy=lazy,
         codec=codec,
         migrations=Migrations(version, migrations),
+        ttl=ttl,
     )

@@ -8,10 +8,12 @@ When the holder raises, nothing is saved.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from datetime import timedelta
 from typing import Any, Callable, NoReturn, TypeVar
 
 from .codec import Codec
@@ -44,6 +46,14 @@ _Mine = tuple[int, str]  # (id of the storage, entry): a session as its thread h
 # The entries each thread holds, to refuse opening one twice: its lock is not re-entrant, so
 # a second open by the holder itself would wait for ever.
 _this_thread = threading.local()
+
+
+def _can_expire(storage: Storage) -> bool:
+    """Whether ``storage`` takes a ttl when it writes (the optional part of the protocol)."""
+    try:
+        return "ttl" in inspect.signature(storage.write).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _storage_failed(entry: str, action: str, error: Exception) -> SessionStorageError:
@@ -103,10 +113,13 @@ class OpenSession:
             return
         action = "delete" if isinstance(change, _Delete) else "write"
         try:
+            ttl = self.manager.ttl
             if isinstance(change, _Delete):
                 self.storage.delete(self.entry)
-            else:
+            elif ttl is None:
                 self.storage.write(self.entry, change)
+            else:
+                self.storage.write(self.entry, change, ttl=ttl)  # type: ignore[call-arg]
         except SessionError:
             raise
         except Exception as error:
@@ -197,9 +210,20 @@ class SessionManager:
         lazy: bool,
         codec: Codec,
         migrations: Migrations,
+        ttl: float | timedelta | None = None,
     ) -> None:
         if not key.isidentifier():
             raise ValueError(f"key must be a parameter name, got {key!r}")
+        if isinstance(ttl, timedelta):
+            ttl = ttl.total_seconds()
+        if ttl is not None and not ttl > 0:
+            raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        if ttl is not None and storage is not None and not _can_expire(storage):
+            raise TypeError(
+                f"{storage!r} cannot expire sessions: its write() takes no ttl; use "
+                "DiskStorage, RedisStorage or MemoryStorage, or leave ttl out"
+            )
+        self.ttl: float | None = ttl
         self.key = key
         self.initial = initial
         self.get_session_key = get_session_key

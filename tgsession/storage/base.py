@@ -22,7 +22,12 @@ class Storage(Protocol):
         ...
 
     def write(self, key: str, data: bytes) -> None:
-        """Store ``data`` under ``key``, replacing what was there."""
+        """Store ``data`` under ``key``, replacing what was there.
+
+        Storages that can expire entries take ``ttl`` too: ``write(key, data, ttl=None)``,
+        where ``ttl`` is the seconds after which the entry reads as missing; sessions with a
+        ``ttl`` need such a storage.
+        """
         ...
 
     def delete(self, key: str) -> None:

@@ -230,9 +230,17 @@ class DiskStorage:
             "other than tgsession wrote it; it is left untouched, delete it to start afresh"
         )
 
-    def write(self, key: str, data: bytes) -> None:
-        """Store ``data`` under ``key``."""
-        self._cache().set(key, bytes(data))
+    def write(self, key: str, data: bytes, ttl: float | None = None) -> None:
+        """Store ``data`` under ``key``, for ``ttl`` seconds if given."""
+        self._cache().set(key, bytes(data), expire=ttl)
+
+    def purge(self) -> int:
+        """Remove the expired sessions that are still on disk; return how many.
+
+        Expired sessions read as missing at once, but their rows stay until purged (or
+        written again): call this now and then, from a script or a timer.
+        """
+        return int(self._cache().expire())
 
     def delete(self, key: str) -> None:
         """Remove ``key`` if it is stored."""

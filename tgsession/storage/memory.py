@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from ._locking import KeyedLocks, KeyHold
@@ -18,23 +19,44 @@ class MemoryStorage:
         """Create an empty store; ``lock_timeout`` bounds the wait for a busy session."""
         self.lock_timeout = lock_timeout
         self._data: dict[str, bytes] = {}
+        self._deadlines: dict[str, float] = {}  # time.monotonic() after which a key is gone
         self._locks = KeyedLocks()
+
+    def _expired(self, key: str) -> bool:
+        deadline = self._deadlines.get(key)
+        if deadline is None or deadline > time.monotonic():
+            return False
+        self.delete(key)
+        return True
 
     def read(self, key: str) -> bytes | None:
         """Return the bytes stored under ``key``, or ``None``."""
+        if self._deadlines and self._expired(key):
+            return None
         return self._data.get(key)
 
-    def write(self, key: str, data: bytes) -> None:
-        """Store ``data`` under ``key``."""
+    def write(self, key: str, data: bytes, ttl: float | None = None) -> None:
+        """Store ``data`` under ``key``, for ``ttl`` seconds if given."""
         self._data[key] = bytes(data)
+        if ttl is None:
+            self._deadlines.pop(key, None)
+        else:
+            self._deadlines[key] = time.monotonic() + ttl
 
     def delete(self, key: str) -> None:
         """Remove ``key`` if it is stored."""
         self._data.pop(key, None)
+        self._deadlines.pop(key, None)
+
+    def purge(self) -> int:
+        """Remove the expired sessions; return how many."""
+        return sum(self._expired(key) for key in list(self._deadlines))
 
     def keys(self, prefix: str) -> Iterator[str]:
         """Yield every stored key that starts with ``prefix``."""
-        return (key for key in list(self._data) if key.startswith(prefix))
+        return (
+            key for key in list(self._data) if key.startswith(prefix) and not self._expired(key)
+        )
 
     def lock(self, key: str) -> KeyHold:
         """Hold the lock of ``key`` against the other threads of this process."""

@@ -47,7 +47,8 @@ end
 return math.max(left, 0)
 """
 
-# KEYS: lock, data, done. ARGV: token, action ('keep', 'write' or 'delete'), data, done ttl.
+# KEYS: lock, data, done. ARGV: token, action ('keep', 'write' or 'delete'), data, done ttl,
+# the entry's time to live in ms ('0': none).
 # 1 when the change is applied (now, or by an earlier run of this call, which left the
 # token in `done`), 0 when the lock was no longer the caller's and nothing was changed.
 _SAVE_AND_UNLOCK = """
@@ -57,7 +58,9 @@ end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return 0
 end
-if ARGV[2] == 'write' then
+if ARGV[2] == 'write' and ARGV[5] ~= '0' then
+    redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[5])
+elseif ARGV[2] == 'write' then
     redis.call('SET', KEYS[2], ARGV[3])
 elseif ARGV[2] == 'delete' then
     redis.call('DEL', KEYS[2])
@@ -80,6 +83,10 @@ return 0
 _NOTHING = object()  # no value prefetched / no change requested
 
 
+def _milliseconds(seconds: float | None) -> int | None:
+    return None if seconds is None else max(1, round(seconds * 1000))
+
+
 def _glob_escape(text: str) -> str:
     """``text`` as a SCAN pattern that matches only itself."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
@@ -92,13 +99,14 @@ _DONE_TTL_MS = 120_000
 class _Held:
     """A lock this process holds, with what the session layer read and wrote under it."""
 
-    __slots__ = ("change", "key", "prefetched", "token")
+    __slots__ = ("change", "key", "prefetched", "token", "ttl")
 
     def __init__(self, key: str, token: bytes) -> None:
         self.key = key
         self.token = token
         self.prefetched: Any = _NOTHING  # the entry, as loaded with the lock
         self.change: Any = _NOTHING  # bytes to write, None to delete, or _NOTHING
+        self.ttl: float | None = None  # seconds the written entry lives
 
 
 class _ProcessState:
@@ -237,13 +245,13 @@ class RedisStorage:
         value = self.client.get(self.data_key(key))
         return value  # type: ignore[return-value]  # bytes: the client does not decode
 
-    def write(self, key: str, data: bytes) -> None:
-        """Store ``data`` under ``key``; under its lock, as the lock is released."""
+    def write(self, key: str, data: bytes, ttl: float | None = None) -> None:
+        """Store ``data`` under ``key`` (for ``ttl`` seconds); under its lock, as it is released."""
         held = self._state.held.get(key)
         if held is None:
-            self.client.set(self.data_key(key), data)
+            self.client.set(self.data_key(key), data, px=_milliseconds(ttl))
         else:
-            held.change = bytes(data)
+            held.change, held.ttl = bytes(data), ttl
 
     def delete(self, key: str) -> None:
         """Remove ``key``; under its lock, as the lock is released."""
@@ -314,15 +322,14 @@ class RedisStorage:
 
     def _unlock_quietly(self, held: _Held) -> None:
         try:
-            self._run_save_and_unlock(held, "keep", b"")
+            self._run_save_and_unlock(held, "keep", b"", None)
         except redis.RedisError as error:
             logger.warning("could not unlock session %r: %r", held.key, error)
 
-    def _run_save_and_unlock(self, held: _Held, action: str, data: bytes) -> Any:
+    def _run_save_and_unlock(self, held: _Held, action: str, data: bytes, ttl: float | None) -> Any:
         keys = [self.lock_key(held.key), self.data_key(held.key), self._done_key(held.key)]
-        return self._run(
-            self._save_and_unlock_script, keys, [held.token, action, data, _DONE_TTL_MS]
-        )
+        args = [held.token, action, data, _DONE_TTL_MS, _milliseconds(ttl) or 0]
+        return self._run(self._save_and_unlock_script, keys, args)
 
     def _save_and_unlock(self, held: _Held) -> None:
         """Apply the pending change and unlock, if the lock is still ours."""
@@ -331,7 +338,7 @@ class RedisStorage:
             return
         action, data = ("delete", b"") if held.change is None else ("write", held.change)
         try:
-            applied = self._run_save_and_unlock(held, action, data)
+            applied = self._run_save_and_unlock(held, action, data, held.ttl)
         except redis.RedisError as error:
             raise SessionStorageError(
                 f"could not confirm the save of session {held.key!r}: {error!r}; this update's "
