@@ -23,6 +23,7 @@ from .errors import (
 )
 from .keys import SessionKey, by_chat, by_user, by_user_in_chat
 from .manager import SessionManager
+from .middleware import SessionMiddleware
 from .session import LazySession, Session
 from .storage import DiskStorage, ListableStorage, MemoryStorage, Storage
 
@@ -42,6 +43,7 @@ __all__ = [
     "SessionLockLost",
     "SessionLockTimeout",
     "SessionManager",
+    "SessionMiddleware",
     "SessionMigrationError",
     "SessionStorageError",
     "SessionVersionError",

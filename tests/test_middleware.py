@@ -1,0 +1,110 @@
+"""Middleware mode: a telebot class middleware gives every handler its session by name."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import telebot
+
+from tgsession import SessionMiddleware, with_session
+from tgsession.testing import FakeBotAPI
+
+from conftest import RecordingStorage, polling
+
+
+def bot_with(api: FakeBotAPI, *managers: Any) -> telebot.TeleBot:
+    bot = telebot.TeleBot(api.token, threaded=True, num_threads=4, use_class_middlewares=True)
+    bot.setup_middleware(SessionMiddleware(*managers))
+    return bot
+
+
+def test_handlers_get_their_session_by_name_and_changes_are_saved(
+    bot_api: FakeBotAPI, storage: Any
+) -> None:
+    counter = with_session(initial=lambda: {"count": 0}, storage=storage)
+    bot = bot_with(bot_api, counter)
+
+    @bot.message_handler(commands=["count"])
+    def count(message: Any, session: Any) -> None:
+        session["count"] += 1
+        bot.reply_to(message, f"count: {session['count']}")
+
+    for _ in range(20):
+        bot_api.push_message(user_id=4, text="/count")
+    with polling(bot):
+        replies = bot_api.wait_for_calls(20)
+    assert sorted(int(r["text"].split()[-1]) for r in replies) == list(range(1, 21))
+    assert json.loads(storage.read("session:4")) == {"count": 20}
+
+
+def test_handlers_that_ignore_the_session_make_no_storage_call(bot_api: FakeBotAPI) -> None:
+    recording = RecordingStorage()
+    bot = bot_with(bot_api, with_session(storage=recording))
+
+    @bot.message_handler(commands=["help"])
+    def help_(message: Any) -> None:
+        bot.reply_to(message, "help")
+
+    @bot.message_handler(commands=["peek"])
+    def peek(message: Any, session: Any) -> None:  # takes it, never uses it
+        bot.reply_to(message, "peek")
+
+    bot_api.push_message(user_id=1, text="/help")
+    bot_api.push_message(user_id=1, text="/peek")
+    with polling(bot):
+        bot_api.wait_for_calls(2)
+    assert recording.calls == []
+
+
+def test_a_handler_that_raises_saves_nothing_and_releases_the_lock(
+    bot_api: FakeBotAPI, storage: Any
+) -> None:
+    counter = with_session(initial=lambda: {"count": 0}, storage=storage)
+    bot = bot_with(bot_api, counter)
+
+    @bot.message_handler(commands=["count"])
+    def count(message: Any, session: Any) -> None:
+        session["count"] += 1
+        if "fail" in message.text:
+            raise RuntimeError("handler failed")
+        bot.reply_to(message, f"count: {session['count']}")
+
+    for text in ("/count", "/count fail", "/count"):
+        bot_api.push_message(user_id=2, text=text)
+    with polling(bot):
+        replies = sorted(call["text"] for call in bot_api.wait_for_calls(2))
+    assert replies == ["count: 1", "count: 2"]
+    with counter.open(2) as session:  # free again, and the failed +1 is not stored
+        assert session == {"count": 2}
+
+
+def test_several_sessions_and_other_middleware_values_reach_the_handler(
+    bot_api: FakeBotAPI, storage: Any
+) -> None:
+    from tgsession import by_chat
+
+    user = with_session(key="user", initial=lambda: {"n": 0}, storage=storage)
+    chat = with_session(
+        key="chat", initial=lambda: {"n": 0}, storage=storage, get_session_key=by_chat
+    )
+    bot = bot_with(bot_api, user, chat)
+
+    @bot.message_handler(commands=["both"], pass_bot=True)
+    def both(message: Any, bot: telebot.TeleBot, user: Any, chat: Any) -> None:
+        user["n"] += 1
+        chat["n"] += 10
+        bot.reply_to(message, f"{user['n']} {chat['n']}")
+
+    bot_api.push_message(user_id=3, text="/both", chat_id=-7)
+    with polling(bot):
+        assert bot_api.wait_for_calls(1)[0]["text"] == "1 10"
+    assert json.loads(storage.read("chat:-7")) == {"n": 10}
+
+
+def test_the_middleware_needs_distinct_sessions() -> None:
+    with pytest.raises(TypeError):
+        SessionMiddleware()
+    with pytest.raises(TypeError, match="share a key"):
+        SessionMiddleware(with_session(), with_session())

@@ -1,0 +1,74 @@
+"""SessionMiddleware: sessions for every handler of a bot, through telebot's class middlewares.
+
+With ``TeleBot(..., use_class_middlewares=True)`` and ``bot.setup_middleware(...)``, telebot
+passes a handler each value the middleware puts in ``data`` whose name the handler takes as a
+parameter; handlers without such a parameter are untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any
+
+from telebot import util
+from telebot.handler_backends import BaseMiddleware
+
+from .manager import HeldSessions, SessionManager, used_after_return
+from .session import LazySession
+
+
+class SessionMiddleware(BaseMiddleware):
+    """Hand every handler the sessions of ``managers``, by their keys, under their locks.
+
+    Sessions are lazy: a handler that does not use its session makes no storage call, even
+    when the manager itself is eager. They are saved after a handler that returned, discarded
+    after one that raised, and unlocked in both cases.
+
+    If a middleware registered after this one cancels an update (``CancelUpdate``), telebot
+    skips this one's post_process: the sessions, being lazy and unused, hold nothing then.
+    """
+
+    def __init__(self, *managers: SessionManager, update_types: list[str] | None = None):
+        """Provide the sessions of ``managers`` to handlers of ``update_types`` (all by default)."""
+        super().__init__()  # type: ignore[no-untyped-call]
+        if not managers:
+            raise TypeError("SessionMiddleware needs at least one with_session(...) manager")
+        keys = [manager.key for manager in managers]
+        if len(set(keys)) != len(keys):
+            raise TypeError(f"two sessions share a key in {keys}: give each its own")
+        self.managers = managers
+        self.update_sensitive = False
+        self.update_types = list(update_types or util.update_types)
+        # One call per update in flight, by the identity of telebot's `data` dict, which it
+        # passes to pre_process and post_process of the same update.
+        self._calls: dict[int, tuple[HeldSessions, list[LazySession]]] = {}
+        self._guard = threading.Lock()
+
+    def pre_process(self, update: Any, data: dict[str, Any]) -> None:
+        """Put a lazy session for each manager into ``data``."""
+        held = HeldSessions()
+        proxies = []
+        for manager in self.managers:
+            load = functools.partial(manager.acquire_lazily, update, held)
+            proxy = data[manager.key] = LazySession(load)
+            proxies.append(proxy)
+        with self._guard:
+            self._calls[id(data)] = (held, proxies)
+
+    def post_process(self, update: Any, data: dict[str, Any], exception: Any) -> None:
+        """Save the used sessions if no handler raised; release them in any case."""
+        with self._guard:
+            held, proxies = self._calls.pop(id(data))
+        held.close()
+        for proxy in proxies:
+            proxy.close(used_after_return)
+        if exception is not None:
+            held.release(exception)
+            return
+        try:
+            held.save()
+        except BaseException as error:
+            held.release(error)
+            raise
+        held.release()
