@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -26,6 +29,27 @@ def child_env(**extra: str) -> dict[str, str]:
     """The environment for a child process: it imports tgsession from this checkout."""
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+WORKERS = Path(__file__).with_name("workers.py")
+
+
+def start_worker(command: str, store: dict[str, Any], *args: Any) -> subprocess.Popen[str]:
+    """Start ``workers.py COMMAND STORE ARGS...`` in a process of its own (see workers.py)."""
+    return subprocess.Popen(
+        [sys.executable, str(WORKERS), command, json.dumps(store), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+
+
+def finish_worker(process: subprocess.Popen[str], timeout: float = 120) -> str:
+    """Wait for a worker to succeed; return what it printed."""
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err
+    return out
 
 
 class RecordingStorage:

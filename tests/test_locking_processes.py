@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -16,26 +15,11 @@ import pytest
 
 from tgsession import DiskStorage, SessionLockTimeout, with_session
 
-from conftest import child_env, redis_storage
-
-WORKERS = Path(__file__).with_name("workers.py")
+from conftest import finish_worker, redis_storage, start_worker
 
 
 def start(command: str, directory: Path, *args: Any) -> subprocess.Popen[str]:
-    store = json.dumps({"disk": str(directory)})
-    return subprocess.Popen(
-        [sys.executable, str(WORKERS), command, store, *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env(),
-    )
-
-
-def finish(process: subprocess.Popen[str], timeout: float = 120) -> str:
-    out, err = process.communicate(timeout=timeout)
-    assert process.returncode == 0, err
-    return out
+    return start_worker(command, {"disk": str(directory)}, *args)
 
 
 def stored_count(directory: Path, key: str) -> int:
@@ -48,7 +32,7 @@ def test_processes_incrementing_one_counter_end_at_the_exact_sum(tmp_path: Path)
     processes = [start("increment", tmp_path, "shared", 200) for _ in range(4)]
     processes += [start("open", tmp_path, "shared", 200) for _ in range(2)]
     for process in processes:
-        finish(process)
+        finish_worker(process)
     assert stored_count(tmp_path, "shared") == 6 * 200
 
 
@@ -69,7 +53,7 @@ def test_processes_and_threads_together_lose_no_update(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(120)
     for process in processes:
-        finish(process)
+        finish_worker(process)
     assert stored_count(tmp_path, "shared") == 6 * 200
 
 
@@ -99,9 +83,9 @@ def test_a_live_holder_keeps_its_lock_however_long_its_handler_runs(tmp_path: Pa
     assert slow.stdout is not None and slow.stdout.readline().strip() == "locked"
     started = time.monotonic()
     fast = start("increment", tmp_path, "long", 1)
-    finish(fast)
+    finish_worker(fast)
     waited = time.monotonic() - started
-    finish(slow)
+    finish_worker(slow)
     assert waited >= 2.5, f"the competitor got in after {waited:.1f} s, while the holder ran"
     assert stored_count(tmp_path, "long") == 3
 
@@ -143,8 +127,8 @@ def test_threads_of_two_processes_waiting_across_keys_are_not_taken_for_a_deadlo
     # answers EDEADLK, though each holder finishes on its own: both must complete.
     first = start("cross", tmp_path, "a", "b")
     second = start("cross", tmp_path, "b", "a")
-    assert "done" in finish(first, timeout=60)
-    assert "done" in finish(second, timeout=60)
+    assert "done" in finish_worker(first, timeout=60)
+    assert "done" in finish_worker(second, timeout=60)
 
 
 def test_closing_one_disk_storage_leaves_the_others_on_its_directory_working(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -19,9 +17,7 @@ from tgsession import (
     with_session,
 )
 
-from conftest import RecordingStorage, child_env, redis_storage, redis_url
-
-WORKERS = Path(__file__).with_name("workers.py")
+from conftest import RecordingStorage, finish_worker, redis_storage, redis_url, start_worker
 
 
 def add_premium(session: dict[str, Any]) -> dict[str, Any]:
@@ -160,17 +156,7 @@ def test_processes_loading_one_old_session_migrate_it_once_and_lose_no_update(
             storage = stack.enter_context(redis_storage())
             store = {"redis": redis_url(), "prefix": storage.prefix}
         storage.write("session:old", b'{"count":0}')
-        workers = [
-            subprocess.Popen(
-                [sys.executable, str(WORKERS), "migrate", json.dumps(store), "old", "100"],
-                env=child_env(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(3)
-        ]
+        workers = [start_worker("migrate", store, "old", 100) for _ in range(3)]
         for worker in workers:
-            _, err = worker.communicate(timeout=120)
-            assert worker.returncode == 0, err
+            finish_worker(worker)
         assert stored(storage, "session:old") == {"$v": 2, "count": 300, "migrations": 1}

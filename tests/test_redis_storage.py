@@ -8,7 +8,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,10 +25,17 @@ from tgsession import (
     with_session,
 )
 
-from conftest import REQUIRE_REDIS, Update, by_key, child_env, redis_storage, redis_url
+from conftest import (
+    REQUIRE_REDIS,
+    Update,
+    by_key,
+    finish_worker,
+    redis_storage,
+    redis_url,
+    start_worker,
+)
 
 redis = pytest.importorskip("redis")
-WORKERS = Path(__file__).with_name("workers.py")
 
 
 class CountingRedis(redis.Redis):  # type: ignore[misc,name-defined]
@@ -134,22 +140,6 @@ def test_a_foreign_value_of_another_type_is_a_clear_error_and_left_untouched() -
         assert not storage.client.exists(storage.lock_key("session:5"))
 
 
-def start(command: str, store: dict[str, Any], *args: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(WORKERS), command, json.dumps(store), *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env(),
-    )
-
-
-def finish(process: subprocess.Popen[str], timeout: float = 120) -> str:
-    out, err = process.communicate(timeout=timeout)
-    assert process.returncode == 0, err
-    return out
-
-
 def spec(storage: Any, **options: Any) -> dict[str, Any]:
     return {"redis": redis_url(), "prefix": storage.prefix, **options}
 
@@ -160,16 +150,16 @@ def count_of(storage: Any, key: str) -> int:
 
 def test_processes_with_their_own_clients_incrementing_one_counter_end_at_the_exact_sum() -> None:
     with redis_storage() as storage:
-        processes = [start("increment", spec(storage), "shared", 200) for _ in range(4)]
-        processes += [start("open", spec(storage), "shared", 200) for _ in range(2)]
+        processes = [start_worker("increment", spec(storage), "shared", 200) for _ in range(4)]
+        processes += [start_worker("open", spec(storage), "shared", 200) for _ in range(2)]
         for process in processes:
-            finish(process)
+            finish_worker(process)
         assert count_of(storage, "shared") == 6 * 200
 
 
 def test_a_killed_holder_frees_its_session_within_lock_ttl() -> None:
     with redis_storage(lock_ttl=2.0) as storage:
-        holder = start("hold", spec(storage, lock_ttl=2.0), "victim")
+        holder = start_worker("hold", spec(storage, lock_ttl=2.0), "victim")
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(10)
@@ -184,24 +174,26 @@ def test_a_killed_holder_frees_its_session_within_lock_ttl() -> None:
 
 def test_a_handler_running_several_times_lock_ttl_keeps_its_lock() -> None:
     with redis_storage(lock_ttl=1.0) as storage:
-        slow = start("increment", spec(storage, lock_ttl=1.0), "long", 1, 4.0)
+        slow = start_worker("increment", spec(storage, lock_ttl=1.0), "long", 1, 4.0)
         assert slow.stdout is not None and slow.stdout.readline().strip() == "locked"
         started = time.monotonic()  # the slow handler holds the lock for 4 s from now
-        fast = start("increment", spec(storage, lock_ttl=1.0), "long", 1)
-        finish(fast)
+        fast = start_worker("increment", spec(storage, lock_ttl=1.0), "long", 1)
+        finish_worker(fast)
         waited = time.monotonic() - started
-        finish(slow)
+        finish_worker(slow)
         assert waited >= 3.0, f"the competitor got in after {waited:.1f} s, while the holder ran"
         assert count_of(storage, "long") == 2
 
 
 def test_a_holder_paused_past_lock_ttl_cannot_overwrite_the_newer_state() -> None:
     with redis_storage(lock_ttl=1.0) as storage:
-        paused = start("hold-then-add", spec(storage, lock_ttl=1.0), "p", 3.0)
+        paused = start_worker("hold-then-add", spec(storage, lock_ttl=1.0), "p", 3.0)
         assert paused.stdout is not None and paused.stdout.readline().strip() == "locked"
         os.kill(paused.pid, signal.SIGSTOP)
         try:
-            finish(start("increment", spec(storage, lock_ttl=1.0), "p", 3), timeout=30)
+            finish_worker(
+                start_worker("increment", spec(storage, lock_ttl=1.0), "p", 3), timeout=30
+            )
         finally:
             os.kill(paused.pid, signal.SIGCONT)
         out, err = paused.communicate(timeout=30)
@@ -426,7 +418,7 @@ def test_a_lock_key_without_expiry_is_a_clear_error_not_an_endless_wait() -> Non
 
 def test_lock_timeout_bounds_the_wait_for_a_busy_session() -> None:
     with redis_storage(lock_timeout=0.3) as storage:
-        holder = start("hold", spec(storage), "busy")
+        holder = start_worker("hold", spec(storage), "busy")
         try:
             assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
             started = time.monotonic()
