@@ -101,4 +101,20 @@ def test_expired_sessions_are_skipped_when_listing(storage: Any) -> None:
     with manager.open(1) as session:
         session["n"] = 1
     time.sleep(0.4)
+    assert list(manager.keys()) == []
     assert dict(manager.items()) == {}
+
+
+def test_a_purge_never_removes_a_session_written_meanwhile() -> None:
+    import threading
+
+    storage = MemoryStorage()
+    for round_ in range(200):
+        storage.write("k", b"old", ttl=0.001)
+        time.sleep(0.002)
+        writer = threading.Thread(target=storage.write, args=("k", b"fresh"), kwargs={"ttl": 60})
+        writer.start()
+        storage.purge()
+        writer.join()
+        # Whether the write came before or after the purge, it has 60 s to live.
+        assert storage.read("k") == b"fresh", f"round {round_}: a fresh write was purged"

@@ -12,6 +12,7 @@ import pytest
 from tgsession import (
     DiskStorage,
     MemoryStorage,
+    SessionEncodeError,
     SessionMigrationError,
     SessionVersionError,
     with_session,
@@ -130,6 +131,31 @@ def test_a_session_saved_by_newer_code_is_refused_not_overwritten(storage: Any) 
 def test_a_stored_version_that_is_not_a_version_is_refused(storage: Any) -> None:
     storage.write("session:1", b'{"$v":"two","count":3}')
     with pytest.raises(SessionVersionError, match="'two'"), with_session(storage=storage).open(1):
+        pass
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_the_reserved_version_key_is_refused_in_a_session_and_the_store_keeps_its_state(
+    storage: Any, version: int
+) -> None:
+    manager = with_session(initial=lambda: {"n": 0}, storage=storage, version=version)
+    with manager.open(1) as session:
+        session["n"] = 1
+    before = storage.read("session:1")
+    opening = manager.open(1)
+    with pytest.raises(SessionEncodeError, match=r"'session:1'.*'\$v' is reserved"), opening as s:
+        s["$v"] = 7
+    assert storage.read("session:1") == before
+    with manager.open(1) as session:
+        assert session == {"n": 1}
+
+
+def test_a_migration_that_returns_the_reserved_key_is_refused(storage: Any) -> None:
+    storage.write("session:1", b'{"count":3}')
+    opening = with_session(
+        storage=storage, version=2, migrations={2: lambda s: {**s, "$v": 9}}
+    ).open(1)
+    with pytest.raises(SessionMigrationError, match="reserved key"), opening:
         pass
 
 

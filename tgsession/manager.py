@@ -302,7 +302,8 @@ class SessionManager:
         """Yield the key of every stored session of this kind, streaming from the storage.
 
         Keys come back as strings (``"42"`` for user 42); ``open``, ``delete`` and
-        ``delete_many`` take them as they are.
+        ``delete_many`` take them as they are. On Redis, SCAN may return a key twice while
+        Redis resizes its tables: deduplicate if that matters.
         """
         storage = self.storage
         if not isinstance(storage, ListableStorage):

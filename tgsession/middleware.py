@@ -25,8 +25,11 @@ class SessionMiddleware(BaseMiddleware):
     when the manager itself is eager. They are saved after a handler that returned, discarded
     after one that raised, and unlocked in both cases.
 
-    If a middleware registered after this one cancels an update (``CancelUpdate``), telebot
-    skips this one's post_process: the sessions, being lazy and unused, hold nothing then.
+    Register it first: telebot runs every pre_process and then every post_process in the
+    order of registration, and skips the rest when one cancels the update (``CancelUpdate``)
+    or raises. A middleware after this one that uses a session and then cancels, or one
+    before it whose post_process raises, would leave that session locked (on Redis, until
+    ``lock_ttl``).
     """
 
     def __init__(self, *managers: SessionManager, update_types: list[str] | None = None):

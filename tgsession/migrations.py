@@ -65,14 +65,28 @@ class Migrations:
                     f"{error!r}; the stored session (version {stored}) is left untouched"
                 ) from error
             value = value if result is None else result
-            if not isinstance(value, dict):
+            if not isinstance(value, dict) or VERSION_KEY in value:
                 raise SessionMigrationError(
-                    f"the migration of session {entry!r} to version {version} returned a "
-                    f"{type(value).__name__}; it must return a dict (or None after changing "
-                    "the one it was given)"
+                    f"the migration of session {entry!r} to version {version} returned "
+                    f"{_what(value)}; it must return a dict without {VERSION_KEY!r} (or None "
+                    "after changing the one it was given)"
                 )
         return value
 
     def stamp(self, value: dict[str, Any]) -> dict[str, Any]:
-        """Return ``value`` as it is stored: with its version, if sessions are versioned."""
+        """Return ``value`` as it is stored: with its version, if sessions are versioned.
+
+        Raises ValueError if the session itself uses the reserved key.
+        """
+        if VERSION_KEY in value:
+            raise ValueError(
+                f"the key {VERSION_KEY!r} is reserved for the session's schema version; "
+                "store that value under another name"
+            )
         return value if self.version == 1 else {VERSION_KEY: self.version, **value}
+
+
+def _what(value: Any) -> str:
+    if not isinstance(value, dict):
+        return f"a {type(value).__name__}"
+    return f"a dict with the reserved key {VERSION_KEY!r}"

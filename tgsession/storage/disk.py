@@ -249,10 +249,13 @@ class DiskStorage:
     def keys(self, prefix: str) -> Iterator[str]:
         """Yield every stored key that starts with ``prefix``, a hundred rows at a time."""
         # diskcache walks its keys in sorted order, so those with the prefix come together.
-        for key in self._cache().iterkeys():
+        # Expired rows stay until purged: `in` skips them (an index lookup, no value read).
+        cache = self._cache()
+        for key in cache.iterkeys():
             if isinstance(key, str):
                 if key.startswith(prefix):
-                    yield key
+                    if key in cache:
+                        yield key
                 elif key > prefix:
                     return
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -20,14 +21,19 @@ class MemoryStorage:
         self.lock_timeout = lock_timeout
         self._data: dict[str, bytes] = {}
         self._deadlines: dict[str, float] = {}  # time.monotonic() after which a key is gone
+        # Guards an expiry check and its deletion against a write in between (purge and
+        # keys() check keys that other threads may be saving).
+        self._guard = threading.Lock()
         self._locks = KeyedLocks()
 
     def _expired(self, key: str) -> bool:
-        deadline = self._deadlines.get(key)
-        if deadline is None or deadline > time.monotonic():
-            return False
-        self.delete(key)
-        return True
+        with self._guard:
+            deadline = self._deadlines.get(key)
+            if deadline is None or deadline > time.monotonic():
+                return False
+            self._data.pop(key, None)
+            del self._deadlines[key]
+            return True
 
     def read(self, key: str) -> bytes | None:
         """Return the bytes stored under ``key``, or ``None``."""
@@ -37,16 +43,18 @@ class MemoryStorage:
 
     def write(self, key: str, data: bytes, ttl: float | None = None) -> None:
         """Store ``data`` under ``key``, for ``ttl`` seconds if given."""
-        self._data[key] = bytes(data)
-        if ttl is None:
-            self._deadlines.pop(key, None)
-        else:
-            self._deadlines[key] = time.monotonic() + ttl
+        with self._guard:
+            self._data[key] = bytes(data)
+            if ttl is None:
+                self._deadlines.pop(key, None)
+            else:
+                self._deadlines[key] = time.monotonic() + ttl
 
     def delete(self, key: str) -> None:
         """Remove ``key`` if it is stored."""
-        self._data.pop(key, None)
-        self._deadlines.pop(key, None)
+        with self._guard:
+            self._data.pop(key, None)
+            self._deadlines.pop(key, None)
 
     def purge(self) -> int:
         """Remove the expired sessions; return how many."""
