@@ -6,8 +6,7 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any, Callable
 
-from .manager import HeldSessions, used_after_return
-from .session import LazySession
+from .manager import HeldSessions
 
 if TYPE_CHECKING:
     from .manager import SessionManager
@@ -74,13 +73,12 @@ def wrap(handler: Callable[..., Any], managers: tuple[SessionManager, ...]) -> C
             kwargs.update(zip(shifted, args[cut:]))
             args = args[:cut]
         held = HeldSessions()
-        proxies: list[LazySession] = []
         try:
             keyed: list[tuple[str, SessionManager]] = []
             for manager in eager:
                 session_key = manager.get_session_key(update)
                 if session_key is None:  # its session raises SessionKeyError when used
-                    proxies.append(_lazy(manager, update, held, kwargs))
+                    kwargs[manager.key] = held.lazy(manager, update)
                 else:
                     keyed.append((manager.entry_key(session_key), manager))
             # Every handler takes its eager locks in one global order, so two handlers that
@@ -90,18 +88,12 @@ def wrap(handler: Callable[..., Any], managers: tuple[SessionManager, ...]) -> C
             for entry, manager in keyed:
                 kwargs[manager.key] = manager.acquire(entry, held).session
             for manager in lazy:
-                proxies.append(_lazy(manager, update, held, kwargs))
-            try:
-                result = handler(*args, **kwargs)
-            finally:
-                held.close()
-                for proxy in proxies:
-                    proxy.close(used_after_return)
-            held.save()
+                kwargs[manager.key] = held.lazy(manager, update)
+            result = handler(*args, **kwargs)
         except BaseException as error:
-            held.release(error)
+            held.finish(error)
             raise
-        held.release()
+        held.finish()
         return result
 
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
@@ -109,13 +101,3 @@ def wrap(handler: Callable[..., Any], managers: tuple[SessionManager, ...]) -> C
     )
     wrapper.__tgsession_stack__ = (handler, managers)  # type: ignore[attr-defined]
     return wrapper
-
-
-def _lazy(
-    manager: SessionManager, update: Any, held: HeldSessions, kwargs: dict[str, Any]
-) -> LazySession:
-    """Hand the handler a session that opens on first use, and is saved with ``held``."""
-    proxy = kwargs[manager.key] = LazySession(
-        functools.partial(manager.acquire_lazily, update, held)
-    )
-    return proxy

@@ -7,15 +7,13 @@ parameter; handlers without such a parameter are untouched.
 
 from __future__ import annotations
 
-import functools
 import threading
 from typing import Any
 
 from telebot import util
 from telebot.handler_backends import BaseMiddleware
 
-from .manager import HeldSessions, SessionManager, used_after_return
-from .session import LazySession
+from .manager import HeldSessions, SessionManager
 
 
 class SessionMiddleware(BaseMiddleware):
@@ -45,33 +43,19 @@ class SessionMiddleware(BaseMiddleware):
         self.update_types = list(update_types or util.update_types)
         # One call per update in flight, by the identity of telebot's `data` dict, which it
         # passes to pre_process and post_process of the same update.
-        self._calls: dict[int, tuple[HeldSessions, list[LazySession]]] = {}
+        self._calls: dict[int, HeldSessions] = {}
         self._guard = threading.Lock()
 
     def pre_process(self, update: Any, data: dict[str, Any]) -> None:
         """Put a lazy session for each manager into ``data``."""
         held = HeldSessions()
-        proxies = []
         for manager in self.managers:
-            load = functools.partial(manager.acquire_lazily, update, held)
-            proxy = data[manager.key] = LazySession(load)
-            proxies.append(proxy)
+            data[manager.key] = held.lazy(manager, update)
         with self._guard:
-            self._calls[id(data)] = (held, proxies)
+            self._calls[id(data)] = held
 
     def post_process(self, update: Any, data: dict[str, Any], exception: Any) -> None:
         """Save the used sessions if no handler raised; release them in any case."""
         with self._guard:
-            held, proxies = self._calls.pop(id(data))
-        held.close()
-        for proxy in proxies:
-            proxy.close(used_after_return)
-        if exception is not None:
-            held.release(exception)
-            return
-        try:
-            held.save()
-        except BaseException as error:
-            held.release(error)
-            raise
-        held.release()
+            held = self._calls.pop(id(data))
+        held.finish(exception)
