@@ -24,7 +24,7 @@ from .errors import (
 from .keys import SessionKey, by_chat, by_user, by_user_in_chat
 from .manager import SessionManager
 from .middleware import SessionMiddleware
-from .session import LazySession, Session
+from .session import LazySession, LazyTypedSession, Session, clear
 from .storage import DiskStorage, ListableStorage, MemoryStorage, Storage
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "DiskStorage",
     "JSONCodec",
     "LazySession",
+    "LazyTypedSession",
     "ListableStorage",
     "MemoryStorage",
     "Session",
@@ -51,6 +52,7 @@ __all__ = [
     "by_chat",
     "by_user",
     "by_user_in_chat",
+    "clear",
     "with_session",
 ]
 

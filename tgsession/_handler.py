@@ -36,7 +36,9 @@ def _check_parameters(
             )
 
 
-def wrap(handler: Callable[..., Any], managers: tuple[SessionManager, ...]) -> Callable[..., Any]:
+def wrap(
+    handler: Callable[..., Any], managers: tuple[SessionManager[Any], ...]
+) -> Callable[..., Any]:
     """Return ``handler`` wrapped to receive the session of each of ``managers`` by keyword.
 
     The wrapper's signature is the handler's without the session parameters, which is what
@@ -74,7 +76,7 @@ def wrap(handler: Callable[..., Any], managers: tuple[SessionManager, ...]) -> C
             args = args[:cut]
         held = HeldSessions()
         try:
-            keyed: list[tuple[str, SessionManager]] = []
+            keyed: list[tuple[str, SessionManager[Any]]] = []
             for manager in eager:
                 session_key = manager.get_session_key(update)
                 if session_key is None:  # its session raises SessionKeyError when used

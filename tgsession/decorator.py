@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar, overload
 
 from .codec import Codec, JSONCodec
 from .keys import KeyStrategy, by_user
@@ -14,11 +14,45 @@ from .storage.base import Storage
 
 _JSON = JSONCodec()
 
+S = TypeVar("S")
+
+
+# Two overloads so that type checkers infer the session type from `initial`, and take
+# dict[str, Any] when it is left out (a default value cannot bind a type variable).
+@overload
+def with_session(
+    *,
+    key: str = ...,
+    initial: Callable[[], S],
+    storage: Storage | None = ...,
+    get_session_key: KeyStrategy | None = ...,
+    lazy: bool = ...,
+    codec: Codec = ...,
+    version: int = ...,
+    migrations: Mapping[int, Migration] | None = ...,
+    ttl: float | timedelta | None = ...,
+) -> SessionManager[S]: ...
+
+
+@overload
+def with_session(
+    *,
+    key: str = ...,
+    initial: None = ...,
+    storage: Storage | None = ...,
+    get_session_key: KeyStrategy | None = ...,
+    lazy: bool = ...,
+    codec: Codec = ...,
+    version: int = ...,
+    migrations: Mapping[int, Migration] | None = ...,
+    ttl: float | timedelta | None = ...,
+) -> SessionManager[dict[str, Any]]: ...
+
 
 def with_session(
     *,
     key: str = "session",
-    initial: Callable[[], dict[str, Any]] = dict,
+    initial: Callable[[], Any] | None = None,
     storage: Storage | None = None,
     get_session_key: KeyStrategy | None = None,
     lazy: bool = False,
@@ -26,10 +60,12 @@ def with_session(
     version: int = 1,
     migrations: Mapping[int, Migration] | None = None,
     ttl: float | timedelta | None = None,
-) -> SessionManager:
+) -> SessionManager[Any]:
     """Return a decorator that hands a blocking handler its session as the argument ``key``.
 
-    - ``initial``: called for each new session; returns a fresh dict of JSON values.
+    - ``initial``: called for each new session; returns a fresh session: a dict of JSON
+      values (the default is ``dict``), a dataclass instance or a pydantic v2 model. The
+      handler receives that type, and type checkers infer it from ``initial``.
     - ``storage``: where sessions live; a process-wide DiskStorage in ``$TGSESSION_DIR`` or
       ``./.tgsession`` by default.
     - ``get_session_key``: from update to session key; :func:`~tgsession.by_user` by default.
@@ -47,7 +83,7 @@ def with_session(
     """
     return SessionManager(
         key=key,
-        initial=initial,
+        initial=dict if initial is None else initial,
         storage=storage,
         get_session_key=by_user if get_session_key is None else get_session_key,
         lazy=lazy,

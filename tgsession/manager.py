@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
-from typing import Any, Callable, NoReturn, TypeVar
+from typing import Any, Callable, Generic, NoReturn, TypeVar
 
 from .codec import Codec
 from .errors import (
@@ -27,13 +27,15 @@ from .errors import (
 )
 from .keys import KeyStrategy, SessionKey
 from .migrations import Migrations
-from .session import LazySession, Session
+from .models import SessionModel, model_of
+from .session import Loader, holders
 from .storage.base import ListableStorage, Storage
 from .storage.disk import default_storage
 
 logger = logging.getLogger("tgsession")
 
 F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S")
 
 
 class _Delete:
@@ -67,6 +69,7 @@ class OpenSession:
 
     __slots__ = (
         "baseline",
+        "delete_if_unchanged",
         "entry",
         "lock",
         "manager",
@@ -78,7 +81,7 @@ class OpenSession:
     )
 
     def __init__(
-        self, manager: SessionManager, storage: Storage, entry: str, registry: set[_Mine]
+        self, manager: SessionManager[Any], storage: Storage, entry: str, registry: set[_Mine]
     ) -> None:
         self.manager = manager
         self.storage = storage
@@ -88,13 +91,26 @@ class OpenSession:
         self.lock: AbstractContextManager[object] | None = None  # entered: held until release
         self.stored = False  # whether the entry exists in the storage
         self.baseline = b""  # the bytes loaded, or the encoded initial() of a new session
-        self.session = Session()
+        self.delete_if_unchanged = False  # cleared: if still equal to baseline, delete it
+        self.session: Any = None
+
+    def cleared(self, *, restart: bool) -> None:
+        """The session was just cleared: delete its entry when saving, unless it changes again.
+
+        With ``restart``, it first becomes a new session from ``initial()``.
+        """
+        manager = self.manager
+        if restart:
+            manager.model.reset(self.session, manager._new(self.entry))
+        self.baseline = manager._encode(self.entry, self.session)
+        self.delete_if_unchanged = True
 
     def release(self, error: BaseException | None = None) -> None:
         """Release the lock (telling it of ``error``, if the holder raised one)."""
         # The opening thread's registry, since a lazy session may be opened by a thread the
         # handler started and released by the handler's own.
         self.registry.discard(self.mine)
+        holders.pop(id(self.session), None)
         if self.lock is not None:
             if error is None:
                 self.lock.__exit__(None, None, None)
@@ -103,10 +119,10 @@ class OpenSession:
 
     def change(self) -> bytes | _Delete | None:
         """Return what saving means: bytes to write, _DELETE, or None for nothing."""
-        if self.session.deleted:
-            return _DELETE if self.stored else None
         data = self.manager._encode(self.entry, self.session)
-        return None if data == self.baseline else data
+        if data != self.baseline:
+            return data
+        return _DELETE if self.delete_if_unchanged and self.stored else None
 
     def save(self, change: bytes | _Delete | None) -> None:
         """Apply a change computed by :meth:`change`."""
@@ -135,19 +151,20 @@ class HeldSessions:
     returned: once closed, the call refuses such a late session and releases it at once.
     """
 
-    __slots__ = ("closed", "guard", "opened", "proxies")
+    __slots__ = ("closed", "guard", "loaders", "opened")
 
     def __init__(self) -> None:
         self.opened: list[OpenSession] = []
-        self.proxies: list[LazySession] = []
+        self.loaders: list[Loader] = []
         self.closed = False
         self.guard = threading.Lock()
 
-    def lazy(self, manager: SessionManager, update: Any) -> LazySession:
-        """Return a session of ``manager`` for ``update`` that opens on first use."""
-        proxy = LazySession(functools.partial(manager.acquire_lazily, update, self))
-        self.proxies.append(proxy)
-        return proxy
+    def lazy(self, manager: SessionManager[Any], update: Any) -> Any:
+        """Return a stand-in for the session of ``manager`` for ``update`` that opens on first
+        use (a LazySession, or a LazyTypedSession for dataclasses and models)."""
+        loader = Loader(functools.partial(manager.acquire_lazily, update, self))
+        self.loaders.append(loader)
+        return manager.model.stand_in(loader)
 
     def add(self, opened: OpenSession) -> None:
         """Hold ``opened`` until release(); release it now if the call is over."""
@@ -162,8 +179,8 @@ class HeldSessions:
         """Accept no more sessions, and make the lazy ones refuse any later use."""
         with self.guard:
             self.closed = True
-        for proxy in self.proxies:
-            proxy.close(used_after_return)
+        for loader in self.loaders:
+            loader.close(used_after_return)
 
     def finish(self, error: BaseException | None = None) -> None:
         """End the call: save the sessions unless the holder raised ``error``, then release."""
@@ -214,17 +231,18 @@ def used_after_return() -> NoReturn:
     )
 
 
-class SessionManager:
+class SessionManager(Generic[S]):
     """One kind of session: how it is keyed, created and stored, and how handlers get it.
 
     ``with_session(...)`` returns one. Decorate handlers with it, or use :meth:`open` in scripts.
+    ``S`` is the type of the sessions, the type that ``initial()`` returns.
     """
 
     def __init__(
         self,
         *,
         key: str,
-        initial: Callable[[], dict[str, Any]],
+        initial: Callable[[], S],
         storage: Storage | None,
         get_session_key: KeyStrategy,
         lazy: bool,
@@ -251,6 +269,15 @@ class SessionManager:
         self.codec = codec
         self.migrations = migrations
         self._storage = storage
+        self._model: SessionModel | None = None  # known once initial() was called
+
+    @property
+    def model(self) -> SessionModel:
+        """What these sessions are (dict, dataclass or pydantic model), as ``initial()`` says."""
+        model = self._model
+        if model is None:
+            model = self._model = model_of(self.key, self.initial())
+        return model
 
     @property
     def storage(self) -> Storage:
@@ -287,7 +314,7 @@ class SessionManager:
         return wrap(inner, (self, *managers))  # type: ignore[return-value]
 
     @contextmanager
-    def open(self, session_key: SessionKey) -> Iterator[Session]:
+    def open(self, session_key: SessionKey) -> Iterator[S]:
         """Hold the session with ``session_key`` for a script: ``with s.open(42) as session:``.
 
         Takes the same lock as the handlers, saves on a clean exit and discards on an exception.
@@ -333,7 +360,7 @@ class SessionManager:
         for entry in storage.keys(f"{self.key}:"):
             yield entry[start:]
 
-    def items(self) -> Iterator[tuple[str, Session]]:
+    def items(self) -> Iterator[tuple[str, S]]:
         """Yield ``(key, session)`` for every stored session of this kind, one at a time.
 
         Each session is a snapshot, read without its lock and not saved: to change sessions,
@@ -381,7 +408,7 @@ class SessionManager:
             into.add(opened)
         return opened
 
-    def acquire_lazily(self, update: Any, held: HeldSessions) -> Session:
+    def acquire_lazily(self, update: Any, held: HeldSessions) -> Any:
         """Open the session of ``update`` on first use; it is saved with those in ``held``."""
         session_key = self.get_session_key(update)
         if session_key is None:
@@ -404,22 +431,23 @@ class SessionManager:
         except Exception as error:
             raise _storage_failed(entry, "read", error) from error
         if data is None:
-            opened.session = self._new(entry)
-            opened.baseline = self._encode(entry, opened.session)
+            session = self._new(entry)
+            opened.baseline = self._encode(entry, session)
         else:
-            opened.session = self._decode(entry, data)
+            session = self._decode(entry, data)
             opened.baseline, opened.stored = data, True
+        opened.session = session
+        holders[id(session)] = opened
 
-    def _new(self, entry: str) -> Session:
+    def _new(self, entry: str) -> Any:
+        """Return a new session from initial(), checked to be of this manager's type."""
         value = self.initial()
-        if not isinstance(value, dict):
-            raise SessionError(
-                f"initial() of session {entry!r} returned a {type(value).__name__}; "
-                "it must return a new dict"
-            )
-        return Session(value)
+        model = self._model
+        if model is None:  # the first session: it tells what these sessions are
+            model = self._model = model_of(entry, value)
+        return model.check(entry, value)
 
-    def _decode(self, entry: str, data: bytes) -> Session:
+    def _decode(self, entry: str, data: bytes) -> Any:
         try:
             value = self.codec.decode(data)
         except (ValueError, TypeError) as error:
@@ -432,11 +460,11 @@ class SessionManager:
                 f"session {entry!r} holds a {type(value).__name__}, not a dict; it is left "
                 "untouched: inspect it, then fix or delete the entry"
             )
-        return Session(self.migrations.migrate(entry, value))
+        return self.model.load(entry, self.migrations.migrate(entry, value))
 
-    def _encode(self, entry: str, session: Session) -> bytes:
+    def _encode(self, entry: str, session: Any) -> bytes:
         try:
-            return self.codec.encode(self.migrations.stamp(session))
+            return self.codec.encode(self.migrations.stamp(self.model.dump(session)))
         except (ValueError, TypeError) as error:
             raise SessionEncodeError(
                 f"session {entry!r} cannot be saved: {error}. Sessions hold JSON values "

@@ -30,7 +30,7 @@ class SessionMiddleware(BaseMiddleware):
     ``lock_ttl``).
     """
 
-    def __init__(self, *managers: SessionManager, update_types: list[str] | None = None):
+    def __init__(self, *managers: SessionManager[Any], update_types: list[str] | None = None):
         """Provide the sessions of ``managers`` to handlers of ``update_types`` (all by default)."""
         super().__init__()  # type: ignore[no-untyped-call]
         if not managers:

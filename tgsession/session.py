@@ -1,23 +1,34 @@
-"""The session objects that handlers receive."""
+"""The session objects that handlers receive, and clearing them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, MutableMapping
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
+
+from .errors import SessionError
+
+
+class _Holder(Protocol):
+    """What holds an open session under its lock; it hears when the session is cleared."""
+
+    def cleared(self, *, restart: bool) -> None:
+        """The session was cleared (and, if ``restart``, should become a new one)."""
+
+
+# The holder of every open session, by the identity of the session object. A session is
+# registered from its load to its release, and its holder keeps it alive meanwhile, so an
+# identity cannot be reused while registered.
+holders: dict[int, _Holder] = {}
 
 
 class Session(dict[str, Any]):
-    """A session: a plain ``dict`` of JSON values that remembers whether it was cleared.
+    """A session that is a dict: a plain ``dict`` of JSON values.
 
     Any change, at any depth, is saved when the handler returns, because tgsession compares the
     encoded session with what it loaded rather than tracking assignments.
     """
 
-    __slots__ = ("_cleared",)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._cleared = False
+    __slots__ = ()
 
     def clear(self) -> None:
         """Empty the session; if it is still empty when the handler ends, it is deleted.
@@ -25,44 +36,80 @@ class Session(dict[str, Any]):
         The next update then starts again from ``initial()``.
         """
         super().clear()
-        self._cleared = True
+        holder = holders.get(id(self))
+        if holder is not None:
+            holder.cleared(restart=False)
 
-    @property
-    def deleted(self) -> bool:
-        """Whether saving this session means deleting its stored entry."""
-        return self._cleared and not self
+
+def clear(session: object) -> None:
+    """Start ``session`` over, whatever its type: it becomes what ``initial()`` returns, and its
+    stored entry is deleted when the handler ends, unless the handler changes it again.
+
+    Works on dicts, dataclasses, pydantic models and lazy sessions, while they are open.
+    """
+    holder = holders.get(id(_real(session)))
+    if holder is None:
+        raise SessionError(
+            f"clear() got a {type(session).__name__} that is not an open session: pass the "
+            "session a handler or open() gave you, while it runs; to delete a stored session "
+            "from a script, call delete(session_key) on its with_session(...) object"
+        )
+    holder.cleared(restart=True)
+
+
+def _real(session: object) -> object:
+    """The session behind a lazy stand-in (loaded now), or ``session`` itself."""
+    if isinstance(session, LazySession):
+        return session.session
+    if isinstance(session, LazyTypedSession):
+        loader: Loader = object.__getattribute__(session, "_tgsession_loader")
+        return loader.get()
+    return session
+
+
+class Loader:
+    """Loads the session behind a lazy stand-in on first use, taking its lock."""
+
+    __slots__ = ("load", "value")
+
+    def __init__(self, load: Callable[[], Any]) -> None:
+        self.load = load
+        self.value: Any = None
+
+    def get(self) -> Any:
+        """The session, loaded now if it was not yet."""
+        value = self.value
+        if value is None:
+            value = self.value = self.load()
+        return value
+
+    def close(self, load: Callable[[], Any]) -> None:
+        """Forget the session and use ``load`` on any later use (the handler has returned)."""
+        self.value = None
+        self.load = load
 
 
 class LazySession(MutableMapping[str, Any]):
-    """Stands in for a session and loads it, taking its lock, on first use.
+    """Stands in for a dict session and loads it, taking its lock, on first use.
 
     It supports everything a ``dict`` session does; a handler that never touches it makes no
     storage call at all.
     """
 
-    __slots__ = ("_load", "_session")
+    __slots__ = ("_loader",)
 
-    def __init__(self, load: Callable[[], Session]) -> None:
-        self._load = load
-        self._session: Session | None = None
-
-    def close(self, load: Callable[[], Session]) -> None:
-        """Forget the session and use ``load`` on any later use (the handler has returned)."""
-        self._session = None
-        self._load = load
+    def __init__(self, loader: Loader) -> None:
+        self._loader = loader
 
     @property
     def loaded(self) -> bool:
         """Whether the session has been loaded (and its lock taken)."""
-        return self._session is not None
+        return self._loader.value is not None
 
     @property
     def session(self) -> Session:
         """The real session, loaded now if it was not yet."""
-        session = self._session
-        if session is None:
-            session = self._session = self._load()
-        return session
+        return self._loader.get()  # type: ignore[no-any-return]
 
     def __getitem__(self, name: str) -> Any:
         return self.session[name]
@@ -106,6 +153,41 @@ class LazySession(MutableMapping[str, Any]):
         return dict(self.session)
 
     def __repr__(self) -> str:
-        if self._session is None:
+        if self._loader.value is None:
             return "<LazySession, not loaded>"
-        return f"<LazySession {self._session!r}>"
+        return f"<LazySession {self._loader.value!r}>"
+
+
+class LazyTypedSession:
+    """Stands in for a dataclass or pydantic session and loads it, taking its lock, on first
+    use of an attribute or method.
+
+    Reading, setting and deleting attributes and calling methods work as on the session;
+    ``isinstance`` and functions such as ``dataclasses.asdict`` see the stand-in. Its only own
+    attribute is ``_tgsession_loader``, so it hides none of the session's fields.
+    """
+
+    __slots__ = ("_tgsession_loader",)
+
+    def __init__(self, loader: Loader) -> None:
+        object.__setattr__(self, "_tgsession_loader", loader)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_real(self), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(_real(self), name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(_real(self), name)
+
+    def __eq__(self, other: object) -> bool:
+        return _real(self) == _real(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        value = object.__getattribute__(self, "_tgsession_loader").value
+        return (
+            "<LazyTypedSession, not loaded>" if value is None else f"<LazyTypedSession {value!r}>"
+        )

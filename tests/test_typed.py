@@ -1,0 +1,427 @@
+"""Typed sessions: a dataclass, a TypedDict-shaped dict or a pydantic model from initial()."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Optional, TypedDict
+
+import pydantic
+import pytest
+import telebot
+
+import tgsession
+from tgsession import (
+    LazyTypedSession,
+    MemoryStorage,
+    Session,
+    SessionDecodeError,
+    SessionEncodeError,
+    SessionError,
+    SessionMiddleware,
+    with_session,
+)
+from tgsession.testing import FakeBotAPI
+
+from conftest import RecordingStorage, Update, by_key, polling
+
+
+@dataclass
+class Profile:
+    name: str = ""
+    count: int = 0
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Place:
+    lat: float
+    lon: float
+
+
+@dataclass
+class Trip:
+    home: Optional[Place] = None  # noqa: UP045 (Python 3.9 cannot evaluate `Place | None`)
+    stops: list[Place] = field(default_factory=list)
+    by_day: dict[int, Place] = field(default_factory=dict)
+    span: tuple[int, int] = (0, 0)
+    mode: Literal["walk", "bus"] = "walk"
+
+
+class Cart(pydantic.BaseModel):
+    items: list[str] = []
+    total: float = 0.0
+
+
+class Shape(TypedDict):
+    count: int
+
+
+def load(manager: Any, session_key: int = 1) -> Any:
+    """Open and close a session, as a handler that only reads it would."""
+    with manager.open(session_key) as session:
+        return session
+
+
+def stored(storage: Any, entry: str = "session:1") -> Any:
+    data = storage.read(entry)
+    return None if data is None else json.loads(data)
+
+
+def test_a_dataclass_session_has_attribute_access_and_round_trips_as_json(storage: Any) -> None:
+    @with_session(initial=Profile, storage=storage, get_session_key=by_key)
+    def handler(update: Update, session: Profile) -> Profile:
+        assert type(session) is Profile
+        session.count += 1
+        session.tags.append(f"t{session.count}")
+        return dataclasses.replace(session)
+
+    handler(Update(1))
+    assert handler(Update(1)) == Profile(count=2, tags=["t1", "t2"])
+    assert stored(storage) == {"count": 2, "name": "", "tags": ["t1", "t2"]}
+
+
+def test_nested_dataclasses_tuples_int_keys_and_optionals_come_back_as_their_types(
+    storage: Any,
+) -> None:
+    manager = with_session(initial=Trip, storage=storage)
+    with manager.open(1) as trip:
+        trip.home = Place(1.5, 2)
+        trip.stops.append(Place(3, 4))
+        trip.by_day[7] = Place(5, 6)
+        trip.span = (10, 20)
+        trip.mode = "bus"
+    with manager.open(1) as trip:
+        assert trip == Trip(
+            home=Place(1.5, 2.0),
+            stops=[Place(3.0, 4.0)],
+            by_day={7: Place(5.0, 6.0)},
+            span=(10, 20),
+            mode="bus",
+        )
+        assert isinstance(trip.home, Place) and isinstance(trip.span, tuple)
+
+
+def test_an_unchanged_dataclass_session_is_not_written(recording: RecordingStorage) -> None:
+    manager = with_session(initial=Profile, storage=recording)
+    with manager.open(1) as profile:
+        profile.count = 5
+    with manager.open(1):
+        pass
+    with manager.open(2):  # new and left as initial() made it
+        pass
+    assert recording.of("write") == ["session:1"]
+
+
+def test_a_new_field_with_a_default_fills_in_for_sessions_stored_without_it() -> None:
+    storage = MemoryStorage()
+    storage.write("session:1", b'{"count":3}')
+    with with_session(initial=Profile, storage=storage).open(1) as profile:
+        assert profile == Profile(count=3)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b'{"count":1,"age":3}', "the session has fields ['age'] that Profile does not have"),
+        (b'{"count":"many"}', "the session.count is 'many', not a int"),
+        (b'{"tags":["a",2]}', "the session.tags[1] is 2, not a str"),
+        (b'{"count":true}', "the session.count is True, not a int"),
+    ],
+)
+def test_stored_data_that_no_longer_fits_the_dataclass_is_refused_and_left_untouched(
+    storage: Any, data: bytes, problem: str
+) -> None:
+    storage.write("session:1", data)
+    ran = []
+
+    @with_session(initial=Profile, storage=storage, get_session_key=by_key)
+    def handler(update: Update, session: Profile) -> None:
+        ran.append(session)
+
+    with pytest.raises(SessionDecodeError) as caught:
+        handler(Update(1))
+    message = str(caught.value)
+    assert "'session:1' no longer fits" in message and problem in message
+    assert "add a migration" in message
+    assert ran == [] and storage.read("session:1") == data
+
+
+def test_a_nested_dataclass_that_lacks_a_required_field_is_refused() -> None:
+    storage = MemoryStorage()
+    storage.write("session:1", b'{"home":{"lat":1}}')
+    with pytest.raises(SessionDecodeError, match=r"the session.home lacks the fields \['lon'\]"):
+        load(with_session(initial=Trip, storage=storage))
+
+
+def test_a_migration_reshapes_old_data_into_the_dataclass(storage: Any) -> None:
+    storage.write("session:1", b'{"n":4,"nick":"ann"}')
+
+    def rename(old: dict[str, Any]) -> dict[str, Any]:
+        return {"count": old["n"], "name": old["nick"]}
+
+    manager = with_session(initial=Profile, storage=storage, version=2, migrations={2: rename})
+    with manager.open(1) as profile:
+        assert profile == Profile(name="ann", count=4)
+    assert stored(storage) == {"$v": 2, "count": 4, "name": "ann", "tags": []}
+
+
+def test_a_field_that_json_cannot_hold_is_an_encode_error_and_saves_nothing() -> None:
+    @dataclass
+    class Stamped:
+        when: Any = None
+
+    storage = MemoryStorage()
+
+    @with_session(initial=Stamped, storage=storage, get_session_key=by_key)
+    def handler(update: Update, session: Stamped) -> None:
+        session.when = datetime(2026, 1, 1)
+
+    with pytest.raises(SessionEncodeError, match="'session:1' cannot be saved"):
+        handler(Update(1))
+    assert storage.read("session:1") is None
+
+
+def test_a_typeddict_shaped_session_is_a_dict(storage: Any) -> None:
+    manager = with_session(initial=lambda: Shape(count=0), storage=storage)
+    with manager.open(1) as session:
+        assert isinstance(session, Session)
+        session["count"] += 1
+    assert stored(storage) == {"count": 1}
+
+
+def test_a_pydantic_session_round_trips_through_json(storage: Any) -> None:
+    @with_session(initial=Cart, storage=storage, get_session_key=by_key)
+    def handler(update: Update, session: Cart) -> float:
+        assert type(session) is Cart
+        session.items.append("tea")
+        session.total += 2.5
+        return session.total
+
+    handler(Update(1))
+    assert handler(Update(1)) == 5.0
+    assert stored(storage) == {"items": ["tea", "tea"], "total": 5.0}
+
+
+def test_pydantic_field_aliases_round_trip() -> None:
+    class Aliased(pydantic.BaseModel):
+        user_name: str = pydantic.Field("", alias="userName")
+
+    storage = MemoryStorage()
+    manager = with_session(initial=lambda: Aliased(userName="x"), storage=storage)
+    with manager.open(1) as session:
+        session.user_name = "ann"
+    assert stored(storage) == {"userName": "ann"}
+    with manager.open(1) as session:
+        assert session.user_name == "ann"
+
+
+def test_stored_data_that_pydantic_rejects_is_refused_and_left_untouched(storage: Any) -> None:
+    storage.write("session:1", b'{"total":"lots"}')
+    with pytest.raises(SessionDecodeError, match=r"'session:1' no longer fits Cart: .*total"):
+        load(with_session(initial=Cart, storage=storage))
+    assert storage.read("session:1") == b'{"total":"lots"}'
+
+
+def test_stored_fields_that_the_pydantic_model_would_drop_are_refused() -> None:
+    storage = MemoryStorage()
+    storage.write("session:1", b'{"total":1,"coupon":"X"}')
+    with pytest.raises(SessionDecodeError, match=r"would drop the stored fields \['coupon'\]"):
+        load(with_session(initial=Cart, storage=storage))
+
+
+def test_a_pydantic_model_that_allows_extra_fields_keeps_them() -> None:
+    class Open(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="allow")
+        n: int = 0
+
+    storage = MemoryStorage()
+    storage.write("session:1", b'{"n":1,"more":[1]}')
+    with with_session(initial=Open, storage=storage).open(1) as session:
+        session.n += 1
+    assert stored(storage) == {"n": 2, "more": [1]}
+
+
+def add_tag(session: Any, tag: str) -> None:
+    """Change a session of any of the three types."""
+    if isinstance(session, dict):
+        session["tags"].append(tag)
+    elif isinstance(session, Profile):
+        session.tags.append(tag)
+    else:
+        session.items.append(tag)
+
+
+@pytest.mark.parametrize(
+    "initial",
+    [
+        lambda: {"count": 5, "tags": ["a"]},
+        lambda: Profile(count=5, tags=["a"]),
+        lambda: Cart(items=["a"], total=5),
+    ],
+    ids=["dict", "dataclass", "pydantic"],
+)
+def test_clear_starts_any_session_over_and_deletes_it_unless_changed_again(
+    storage: Any, initial: Any
+) -> None:
+    manager = with_session(initial=initial, storage=storage)
+    with manager.open(1) as session:
+        add_tag(session, "b")
+    assert storage.read("session:1") is not None
+    with manager.open(1) as session:
+        tgsession.clear(session)
+        assert session == initial()
+    assert storage.read("session:1") is None
+    with manager.open(1) as session:
+        add_tag(session, "c")
+        tgsession.clear(session)
+        add_tag(session, "d")
+    with manager.open(1) as session:
+        cleared_then_changed = initial()
+        add_tag(cleared_then_changed, "d")
+        assert session == cleared_then_changed
+
+
+def test_clear_works_on_a_dataclass_whose_fields_shadow_the_method_names() -> None:
+    @dataclass
+    class Odd:
+        clear: bool = False
+        items: list[int] = field(default_factory=list)
+
+    storage = MemoryStorage()
+    manager = with_session(initial=Odd, storage=storage)
+    with manager.open(1) as odd:
+        odd.clear, odd.items = True, [1]
+    with manager.open(1) as odd:
+        assert odd == Odd(clear=True, items=[1])
+        tgsession.clear(odd)
+        assert odd == Odd()
+    assert storage.read("session:1") is None
+
+
+def test_clear_on_a_session_that_is_not_open_is_an_error() -> None:
+    manager = with_session(initial=Profile, storage=MemoryStorage())
+    with manager.open(1) as profile:
+        profile.count = 1
+    with pytest.raises(SessionError, match=r"not an open session.*delete"):
+        tgsession.clear(profile)
+    with pytest.raises(SessionError, match="not an open session"):
+        tgsession.clear(Profile())
+
+
+def test_a_lazy_dataclass_session_loads_on_first_attribute_use(
+    recording: RecordingStorage,
+) -> None:
+    @with_session(initial=Profile, lazy=True, storage=recording, get_session_key=by_key)
+    def handler(update: Update, session: Profile) -> None:
+        assert isinstance(session, LazyTypedSession)
+        assert recording.calls == [] and repr(session) == "<LazyTypedSession, not loaded>"
+        session.count += 1
+        assert recording.calls == [("lock", "session:1"), ("read", "session:1")]
+        assert session == Profile(count=1) and "count=1" in repr(session)
+
+    handler(Update(1))
+    assert json.loads(recording.inner.read("session:1") or b"") == {
+        "count": 1,
+        "name": "",
+        "tags": [],
+    }
+
+
+def test_an_untouched_lazy_pydantic_session_makes_no_storage_call(
+    recording: RecordingStorage,
+) -> None:
+    @with_session(initial=Cart, lazy=True, storage=recording, get_session_key=by_key)
+    def handler(update: Update, session: Cart) -> None:
+        pass
+
+    handler(Update(1))
+    assert recording.calls == []
+
+
+def test_clear_takes_a_lazy_typed_session() -> None:
+    storage = MemoryStorage()
+    manager = with_session(initial=Cart, lazy=True, storage=storage, get_session_key=by_key)
+
+    @manager
+    def fill(update: Update, session: Cart) -> None:
+        session.items.append("x")
+
+    @manager
+    def reset(update: Update, session: Cart) -> None:
+        tgsession.clear(session)
+        assert session.items == []
+
+    fill(Update(1))
+    assert storage.read("session:1") is not None
+    reset(Update(1))
+    assert storage.read("session:1") is None
+
+
+def test_a_lazy_typed_session_used_after_its_handler_returned_is_an_error() -> None:
+    kept: list[Any] = []
+
+    @with_session(initial=Profile, lazy=True, storage=MemoryStorage(), get_session_key=by_key)
+    def handler(update: Update, session: Profile) -> None:
+        kept.append(session)
+
+    handler(Update(1))
+    with pytest.raises(SessionError, match="used after its handler returned"):
+        kept[0].count += 1
+
+
+def test_items_and_open_yield_the_typed_session(storage: Any) -> None:
+    manager = with_session(initial=Profile, storage=storage)
+    for user in (1, 2):
+        with manager.open(user) as profile:
+            profile.count = user * 10
+    assert sorted((key, p.count) for key, p in manager.items()) == [("1", 10), ("2", 20)]
+    assert all(type(p) is Profile for _, p in manager.items())
+
+
+def test_initial_must_return_a_dict_a_dataclass_or_a_model() -> None:
+    manager = with_session(initial=lambda: {1, 2}, storage=MemoryStorage())
+    with pytest.raises(
+        SessionError, match=r"'session:1'.* returned a set; it must return a new dict"
+    ):
+        load(manager)
+
+
+def test_initial_must_return_one_type_of_session() -> None:
+    kinds = iter([Profile(), Cart()])
+    manager = with_session(initial=lambda: next(kinds), storage=MemoryStorage())
+    with manager.open(1):
+        pass
+    with pytest.raises(SessionError, match="returned a Cart where it first returned a Profile"):
+        load(manager, 2)
+
+
+def test_a_frozen_dataclass_is_refused_because_a_handler_cannot_change_it() -> None:
+    @dataclass(frozen=True)
+    class Fixed:
+        n: int = 0
+
+    with pytest.raises(TypeError, match="Fixed is a frozen dataclass"):
+        load(with_session(initial=Fixed, storage=MemoryStorage()))
+
+
+def test_the_middleware_hands_telebot_handlers_a_typed_session(
+    bot_api: FakeBotAPI, storage: Any
+) -> None:
+    profiles = with_session(initial=Profile, storage=storage)
+    bot = telebot.TeleBot(bot_api.token, threaded=True, num_threads=4, use_class_middlewares=True)
+    bot.setup_middleware(SessionMiddleware(profiles))
+
+    @bot.message_handler(commands=["count"])
+    def count(message: Any, session: Profile) -> None:
+        session.count += 1
+        bot.reply_to(message, f"count: {session.count}")
+
+    for _ in range(10):
+        bot_api.push_message(user_id=4, text="/count")
+    with polling(bot):
+        replies = bot_api.wait_for_calls(10)
+    assert sorted(int(r["text"].split()[-1]) for r in replies) == list(range(1, 11))
+    assert stored(storage, "session:4") == {"count": 10, "name": "", "tags": []}
