@@ -137,6 +137,30 @@ def test_migration_bot_upgrades_the_sessions_of_counter_bot(
     assert DiskStorage(tmp_path).read("session:6") == b'{"$v":2,"lang":"en","visits":4}'
 
 
+def test_profile_bot_keeps_a_dataclass_profile_and_forgets_it(
+    bot_api: FakeBotAPI, tmp_path: Path
+) -> None:
+    profiles = with_session(key="profile", storage=DiskStorage(tmp_path))
+    with running("profile_bot.py", bot_api, tmp_path):
+        for text in ("/name Ann", "/lang de", "/lang fr", "/profile", "/profile"):
+            bot_api.push_message(user_id=3, text=text)
+            replies(bot_api, len(bot_api.calls()) + 1)
+        with profiles.open(3) as stored:  # waits for the last save, under the lock
+            assert stored == {"lang": "de", "name": "Ann", "visits": 2}
+        bot_api.push_message(user_id=3, text="/forget")
+        bot_api.push_message(user_id=3, text="/profile")
+        texts = replies(bot_api, 7)
+    assert texts == [
+        "name: Ann",
+        "lang: de",
+        "usage: /lang en|de",
+        "Hallo, Ann (visit 1)",
+        "Hallo, Ann (visit 2)",
+        "forgotten",
+        "Hello, stranger (visit 1)",
+    ]
+
+
 def test_redis_bot_counts_in_redis(bot_api: FakeBotAPI, tmp_path: Path) -> None:
     with redis_storage() as storage:
         env = {"REDIS_URL": redis_url(), "REDIS_PREFIX": storage.prefix}
