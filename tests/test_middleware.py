@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 import telebot
+from telebot.handler_backends import BaseMiddleware, CancelUpdate
 
-from tgsession import SessionMiddleware, with_session
+from tgsession import DiskStorage, SessionMiddleware, with_session
 from tgsession.testing import FakeBotAPI
 
 from conftest import RecordingStorage, polling
@@ -108,3 +110,67 @@ def test_the_middleware_needs_distinct_sessions() -> None:
         SessionMiddleware()
     with pytest.raises(TypeError, match="share a key"):
         SessionMiddleware(with_session(), with_session())
+
+
+class Canceller(BaseMiddleware):
+    """A middleware after SessionMiddleware that uses the session, then cancels the update."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.update_types = ["message"]
+
+    def pre_process(self, message: Any, data: dict[str, Any]) -> Any:
+        data["session"]["count"] += 100
+        return CancelUpdate()
+
+    def post_process(self, message: Any, data: dict[str, Any], exception: Any) -> None:
+        pass
+
+
+class FailingPostProcess(BaseMiddleware):
+    """A middleware before SessionMiddleware whose post_process raises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.update_types = ["message"]
+
+    def pre_process(self, message: Any, data: dict[str, Any]) -> None:
+        pass
+
+    def post_process(self, message: Any, data: dict[str, Any], exception: Any) -> None:
+        raise RuntimeError("post_process failed")
+
+
+@pytest.mark.parametrize(
+    "order", ["cancelled by a later middleware", "an earlier post_process raised"]
+)
+def test_a_session_is_released_and_discarded_when_telebot_skips_post_process(
+    bot_api: FakeBotAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture, order: str
+) -> None:
+    counter = with_session(
+        initial=lambda: {"count": 0}, storage=DiskStorage(tmp_path, lock_timeout=5)
+    )
+    bot = telebot.TeleBot(bot_api.token, threaded=False, use_class_middlewares=True)
+    if order == "cancelled by a later middleware":
+        bot.setup_middleware(SessionMiddleware(counter))
+        bot.setup_middleware(Canceller())
+    else:
+        bot.setup_middleware(FailingPostProcess())
+        bot.setup_middleware(SessionMiddleware(counter))
+
+    @bot.message_handler(commands=["count"])
+    def count(message: Any, session: Any) -> None:
+        session["count"] += 1
+        bot.reply_to(message, "counted")
+
+    bot_api.push_message(user_id=5, text="/count")
+    updates = bot.get_updates()
+    if order == "an earlier post_process raised":
+        with pytest.raises(RuntimeError, match="post_process failed"):
+            bot.process_new_updates(updates)
+    else:
+        bot.process_new_updates(updates)
+    # Unlocked when telebot dropped the update (before lock_timeout), and nothing was saved.
+    with counter.open(5) as session:
+        assert session == {"count": 0}
+    assert "sessions ['session:5'] are discarded and unlocked" in caplog.text

@@ -7,13 +7,16 @@ parameter; handlers without such a parameter are untouched.
 
 from __future__ import annotations
 
-import threading
+import logging
+import weakref
 from typing import Any
 
 from telebot import util
 from telebot.handler_backends import BaseMiddleware
 
 from .manager import HeldSessions, SessionManager
+
+logger = logging.getLogger("tgsession")
 
 
 class SessionMiddleware(BaseMiddleware):
@@ -25,9 +28,9 @@ class SessionMiddleware(BaseMiddleware):
 
     Register it first: telebot runs every pre_process and then every post_process in the
     order of registration, and skips the rest when one cancels the update (``CancelUpdate``)
-    or raises. A middleware after this one that uses a session and then cancels, or one
-    before it whose post_process raises, would leave that session locked (on Redis, until
-    ``lock_ttl``).
+    or raises. If telebot skips this post_process after a session was used, that session is
+    discarded and released as soon as telebot drops the update's ``data``, with an error
+    logged: it cannot be saved, since nothing tells whether its handler succeeded.
     """
 
     def __init__(self, *managers: SessionManager[Any], update_types: list[str] | None = None):
@@ -41,21 +44,54 @@ class SessionMiddleware(BaseMiddleware):
         self.managers = managers
         self.update_sensitive = False
         self.update_types = list(update_types or util.update_types)
-        # One call per update in flight, by the identity of telebot's `data` dict, which it
-        # passes to pre_process and post_process of the same update.
-        self._calls: dict[int, HeldSessions] = {}
-        self._guard = threading.Lock()
 
     def pre_process(self, update: Any, data: dict[str, Any]) -> None:
         """Put a lazy session for each manager into ``data``."""
         held = HeldSessions()
         for manager in self.managers:
             data[manager.key] = held.lazy(manager, update)
-        with self._guard:
-            self._calls[id(data)] = held
+        # The update's sessions travel in `data`, which telebot passes to post_process.
+        # Handlers do not see them (telebot passes a handler only the values it names).
+        data[_CALL] = _Call(held)
 
     def post_process(self, update: Any, data: dict[str, Any], exception: Any) -> None:
         """Save the used sessions if no handler raised; release them in any case."""
-        with self._guard:
-            held = self._calls.pop(id(data))
-        held.finish(exception)
+        call: _Call = data.pop(_CALL)
+        call.finalizer.detach()
+        call.held.finish(exception)
+
+
+_CALL = "_tgsession_call"  # the key of the update's call in telebot's `data`
+
+
+class _Call:
+    """The sessions of one update, from pre_process to post_process.
+
+    Should telebot skip post_process, it drops `data`, and with it this object, while the
+    sessions are still held: the finalizer then releases them rather than leave them locked.
+    """
+
+    __slots__ = ("__weakref__", "finalizer", "held")
+
+    def __init__(self, held: HeldSessions) -> None:
+        self.held = held
+        self.finalizer = weakref.finalize(self, _abandon, held)
+
+
+def _abandon(held: HeldSessions) -> None:
+    """Discard and release the sessions of an update whose post_process telebot skipped."""
+    if held.opened:
+        logger.error(
+            "telebot skipped SessionMiddleware.post_process (a middleware after it cancelled "
+            "the update, or one before it failed in post_process): sessions %s are "
+            "discarded and unlocked; register SessionMiddleware first",
+            [opened.entry for opened in held.opened],
+        )
+    try:
+        held.finish(_Abandoned())
+    except Exception:  # a finalizer has no caller to raise to
+        logger.exception("could not release the sessions of an abandoned update")
+
+
+class _Abandoned(Exception):
+    """Why an abandoned update's sessions are discarded: their handlers' outcome is unknown."""
