@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 import telebot
 from telebot.handler_backends import BaseMiddleware, CancelUpdate
 
-from tgsession import DiskStorage, SessionMiddleware, with_session
+from tgsession import DiskStorage, SessionDecodeError, SessionMiddleware, with_session
 from tgsession.testing import FakeBotAPI
 
 from conftest import RecordingStorage, polling
@@ -174,3 +176,47 @@ def test_a_session_is_released_and_discarded_when_telebot_skips_post_process(
     with counter.open(5) as session:
         assert session == {"count": 0}
     assert "sessions ['session:5'] are discarded and unlocked" in caplog.text
+
+
+@dataclass
+class Visits:
+    count: int = 0
+
+
+def test_with_lazy_false_handlers_get_the_session_itself(bot_api: FakeBotAPI, storage: Any) -> None:
+    visits = with_session(initial=Visits, storage=storage)
+    bot = telebot.TeleBot(bot_api.token, threaded=True, num_threads=4, use_class_middlewares=True)
+    bot.setup_middleware(SessionMiddleware(visits, lazy=False))
+    seen: list[Any] = []
+
+    @bot.message_handler(commands=["visit"])
+    def visit(message: Any, session: Visits) -> None:
+        seen.append(type(session))
+        session.count += 1
+        bot.reply_to(message, str(dataclasses.asdict(session)))
+
+    for _ in range(5):
+        bot_api.push_message(user_id=6, text="/visit")
+    with polling(bot):
+        bot_api.wait_for_calls(5)
+    assert seen == [Visits] * 5
+    assert json.loads(storage.read("session:6")) == {"count": 5}
+
+
+def test_an_eager_middleware_session_that_fails_to_load_is_released_and_skips_the_update(
+    bot_api: FakeBotAPI, tmp_path: Path
+) -> None:
+    storage = DiskStorage(tmp_path, lock_timeout=5)
+    storage.write("session:7", b"not json")
+    counter = with_session(storage=storage)
+    bot = telebot.TeleBot(bot_api.token, threaded=False, use_class_middlewares=True)
+    bot.setup_middleware(SessionMiddleware(counter, lazy=False))
+    ran: list[Any] = []
+    bot.message_handler(commands=["count"])(ran.append)
+
+    bot_api.push_message(user_id=7, text="/count")
+    with pytest.raises(SessionDecodeError, match="'session:7'"):
+        bot.process_new_updates(bot.get_updates())
+    assert ran == []
+    counter.delete(7)  # free: taking its lock does not wait
+    assert storage.read("session:7") is None

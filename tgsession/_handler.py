@@ -76,21 +76,7 @@ def wrap(
             args = args[:cut]
         held = HeldSessions()
         try:
-            keyed: list[tuple[str, SessionManager[Any]]] = []
-            for manager in eager:
-                session_key = manager.get_session_key(update)
-                if session_key is None:  # its session raises SessionKeyError when used
-                    kwargs[manager.key] = held.lazy(manager, update)
-                else:
-                    keyed.append((manager.entry_key(session_key), manager))
-            # Every handler takes its eager locks in one global order, so two handlers that
-            # stack the same sessions in different orders cannot deadlock.
-            if len(keyed) > 1:
-                keyed.sort(key=lambda pair: pair[0])
-            for entry, manager in keyed:
-                kwargs[manager.key] = manager.acquire(entry, held).session
-            for manager in lazy:
-                kwargs[manager.key] = held.lazy(manager, update)
+            held.open(update, eager, lazy, kwargs)
             result = handler(*args, **kwargs)
         except BaseException as error:
             held.finish(error)

@@ -10,15 +10,31 @@ from .codec import Codec, JSONCodec
 from .keys import KeyStrategy, by_user
 from .manager import SessionManager
 from .migrations import Migration, Migrations
+from .models import SessionValue
 from .storage.base import Storage
 
 _JSON = JSONCodec()
 
-S = TypeVar("S")
+S = TypeVar("S", bound=SessionValue)
 
 
-# Two overloads so that type checkers infer the session type from `initial`, and take
-# dict[str, Any] when it is left out (a default value cannot bind a type variable).
+# Overloads, so that type checkers infer the session type from `initial`, and take
+# dict[str, Any] when it is left out or is `dict` (a default cannot bind a type variable).
+@overload
+def with_session(
+    *,
+    key: str = ...,
+    initial: type[dict[Any, Any]] | None = ...,
+    storage: Storage | None = ...,
+    get_session_key: KeyStrategy | None = ...,
+    lazy: bool = ...,
+    codec: Codec = ...,
+    version: int = ...,
+    migrations: Mapping[int, Migration] | None = ...,
+    ttl: float | timedelta | None = ...,
+) -> SessionManager[dict[str, Any]]: ...
+
+
 @overload
 def with_session(
     *,
@@ -32,21 +48,6 @@ def with_session(
     migrations: Mapping[int, Migration] | None = ...,
     ttl: float | timedelta | None = ...,
 ) -> SessionManager[S]: ...
-
-
-@overload
-def with_session(
-    *,
-    key: str = ...,
-    initial: None = ...,
-    storage: Storage | None = ...,
-    get_session_key: KeyStrategy | None = ...,
-    lazy: bool = ...,
-    codec: Codec = ...,
-    version: int = ...,
-    migrations: Mapping[int, Migration] | None = ...,
-    ttl: float | timedelta | None = ...,
-) -> SessionManager[dict[str, Any]]: ...
 
 
 def with_session(

@@ -27,7 +27,7 @@ from .errors import (
 )
 from .keys import KeyStrategy, SessionKey
 from .migrations import Migrations
-from .models import SessionModel, model_of
+from .models import Misfit, SessionModel, SessionValue, model_of
 from .session import Loader, holders
 from .storage.base import ListableStorage, Storage
 from .storage.disk import default_storage
@@ -35,7 +35,7 @@ from .storage.disk import default_storage
 logger = logging.getLogger("tgsession")
 
 F = TypeVar("F", bound=Callable[..., Any])
-S = TypeVar("S")
+S = TypeVar("S", bound=SessionValue)
 
 
 class _Delete:
@@ -119,8 +119,11 @@ class OpenSession:
 
     def change(self) -> bytes | _Delete | None:
         """Return what saving means: bytes to write, _DELETE, or None for nothing."""
-        data = self.manager._encode(self.entry, self.session)
+        manager = self.manager
+        data = manager._encode(self.entry, self.session)
         if data != self.baseline:
+            if manager.model.typed:
+                manager._check_loads_back(self.entry, data)
             return data
         return _DELETE if self.delete_if_unchanged and self.stored else None
 
@@ -165,6 +168,31 @@ class HeldSessions:
         loader = Loader(functools.partial(manager.acquire_lazily, update, self))
         self.loaders.append(loader)
         return manager.model.stand_in(loader)
+
+    def open(
+        self,
+        update: Any,
+        eager: tuple[SessionManager[Any], ...],
+        lazy: tuple[SessionManager[Any], ...],
+        into: dict[str, Any],
+    ) -> None:
+        """Open the sessions of ``eager`` for ``update`` now, and those of ``lazy`` on first
+        use; put each into ``into`` under its key."""
+        keyed: list[tuple[str, SessionManager[Any]]] = []
+        for manager in eager:
+            session_key = manager.get_session_key(update)
+            if session_key is None:  # its session raises SessionKeyError when used
+                into[manager.key] = self.lazy(manager, update)
+            else:
+                keyed.append((manager.entry_key(session_key), manager))
+        # Every call takes its eager locks in one global order, so two handlers that stack
+        # the same sessions in different orders cannot deadlock.
+        if len(keyed) > 1:
+            keyed.sort(key=lambda pair: pair[0])
+        for entry, manager in keyed:
+            into[manager.key] = manager.acquire(entry, self).session
+        for manager in lazy:
+            into[manager.key] = self.lazy(manager, update)
 
     def add(self, opened: OpenSession) -> None:
         """Hold ``opened`` until release(); release it now if the call is over."""
@@ -445,7 +473,36 @@ class SessionManager(Generic[S]):
         model = self._model
         if model is None:  # the first session: it tells what these sessions are
             model = self._model = model_of(entry, value)
-        return model.check(entry, value)
+        session = model.check(entry, value)
+        if not model.typed:
+            return session
+        # Read back through the codec: a copy that shares nothing with what initial()
+        # returned (which may be one shared instance), proven to load as it is saved.
+        try:
+            return self._read_back(entry, self._encode(entry, session))
+        except Misfit as problem:
+            raise SessionError(
+                f"initial() of session {entry!r} returns a {type(value).__name__} that would "
+                f"not load back as it is saved ({problem}); make each field hold what its "
+                "annotation says"
+            ) from None
+
+    def _read_back(self, entry: str, data: bytes) -> Any:
+        """Return the typed session that ``data``, encoded by this manager, loads as."""
+        return self.model.read(self.migrations.migrate(entry, self.codec.decode(data)))
+
+    def _check_loads_back(self, entry: str, data: bytes) -> None:
+        """Raise SessionEncodeError unless ``data``, a typed session to save, loads back."""
+        try:
+            self._read_back(entry, data)
+        except Misfit as problem:
+            raise SessionEncodeError(
+                f"session {entry!r} cannot be saved: it would not load back as saved "
+                f"({problem}). JSON keeps no class names, so keep each field to what its "
+                "annotation says (an instance of a subclass, a value of another type, or a "
+                "__post_init__ that changes fields does not survive). The stored session is "
+                "unchanged"
+            ) from None
 
     def _decode(self, entry: str, data: bytes) -> Any:
         try:

@@ -22,9 +22,11 @@ logger = logging.getLogger("tgsession")
 class SessionMiddleware(BaseMiddleware):
     """Hand every handler the sessions of ``managers``, by their keys, under their locks.
 
-    Sessions are lazy: a handler that does not use its session makes no storage call, even
-    when the manager itself is eager. They are saved after a handler that returned, discarded
-    after one that raised, and unlocked in both cases.
+    Sessions are lazy by default: a handler that does not use its session makes no storage
+    call, even when the manager itself is eager. With ``lazy=False``, each manager is eager
+    or lazy as it was declared, so handlers get the session itself (a dataclass rather than a
+    LazyTypedSession), at the cost of a lock and a read for every update. Sessions are saved
+    after a handler that returned, discarded after one that raised, and unlocked in both cases.
 
     Register it first: telebot runs every pre_process and then every post_process in the
     order of registration, and skips the rest when one cancels the update (``CancelUpdate``)
@@ -33,8 +35,14 @@ class SessionMiddleware(BaseMiddleware):
     logged: it cannot be saved, since nothing tells whether its handler succeeded.
     """
 
-    def __init__(self, *managers: SessionManager[Any], update_types: list[str] | None = None):
-        """Provide the sessions of ``managers`` to handlers of ``update_types`` (all by default)."""
+    def __init__(
+        self,
+        *managers: SessionManager[Any],
+        update_types: list[str] | None = None,
+        lazy: bool = True,
+    ):
+        """Provide the sessions of ``managers`` to handlers of ``update_types`` (all by
+        default), every one lazy unless ``lazy`` is False."""
         super().__init__()  # type: ignore[no-untyped-call]
         if not managers:
             raise TypeError("SessionMiddleware needs at least one with_session(...) manager")
@@ -44,12 +52,17 @@ class SessionMiddleware(BaseMiddleware):
         self.managers = managers
         self.update_sensitive = False
         self.update_types = list(update_types or util.update_types)
+        self.eager = () if lazy else tuple(m for m in managers if not m.lazy)
+        self.lazy = tuple(m for m in managers if lazy or m.lazy)
 
     def pre_process(self, update: Any, data: dict[str, Any]) -> None:
-        """Put a lazy session for each manager into ``data``."""
+        """Put the session of each manager into ``data``."""
         held = HeldSessions()
-        for manager in self.managers:
-            data[manager.key] = held.lazy(manager, update)
+        try:
+            held.open(update, self.eager, self.lazy, data)
+        except BaseException as error:
+            held.finish(error)
+            raise
         # The update's sessions travel in `data`, which telebot passes to post_process.
         # Handlers do not see them (telebot passes a handler only the values it names).
         data[_CALL] = _Call(held)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Callable, Protocol
 
@@ -163,8 +164,10 @@ class LazyTypedSession:
     use of an attribute or method.
 
     Reading, setting and deleting attributes and calling methods work as on the session;
-    ``isinstance`` and functions such as ``dataclasses.asdict`` see the stand-in. Its only own
-    attribute is ``_tgsession_loader``, so it hides none of the session's fields.
+    ``copy.copy`` and ``copy.deepcopy`` copy the session. ``isinstance`` and functions such as
+    ``dataclasses.asdict`` see the stand-in: where they matter, use ``SessionMiddleware(...,
+    lazy=False)`` or an eager decorator. Its only own attribute is ``_tgsession_loader``, so
+    it hides none of the session's fields.
     """
 
     __slots__ = ("_tgsession_loader",)
@@ -183,6 +186,12 @@ class LazyTypedSession:
 
     def __eq__(self, other: object) -> bool:
         return _real(self) == _real(other)
+
+    def __copy__(self) -> Any:
+        return copy.copy(_real(self))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return copy.deepcopy(_real(self), memo)
 
     __hash__ = None  # type: ignore[assignment]
 

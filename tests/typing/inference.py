@@ -32,6 +32,7 @@ def shape() -> Shape:
 
 
 assert_type(with_session(), SessionManager[dict[str, Any]])
+assert_type(with_session(initial=dict), SessionManager[dict[str, Any]])
 assert_type(with_session(initial=Profile), SessionManager[Profile])
 assert_type(with_session(initial=lambda: Profile(count=1)), SessionManager[Profile])
 assert_type(with_session(initial=Cart, lazy=True), SessionManager[Cart])
@@ -51,6 +52,10 @@ with with_session(initial=shape).open(1) as typed_dict:
 
 with with_session(initial=lambda: {"count": 0}).open(1) as counts:
     counts["name"] = "x"  # type: ignore[assignment]
+
+# initial() must return a dict, a dataclass or a model: anything else is refused.
+with_session(initial=list)  # type: ignore[arg-type]
+with_session(initial=lambda: 3)  # type: ignore[type-var]
 
 
 # What cannot be inferred: a handler's session parameter. with_session removes that
