@@ -114,7 +114,11 @@ def size_independent(config: Config) -> dict[str, float]:
     """Cases whose cost does not involve a store: a lazy session left untouched, memory."""
     users = random_users(1_000, config.updates, seed=1)
     return interleaved(
-        {"lazy untouched": stores.lazy_untouched(), "memory changed": stores.memory_changed(1_000)},
+        {
+            "lazy untouched": stores.lazy_untouched(),
+            "memory changed": stores.memory_changed(1_000),
+            "memory dataclass changed": stores.memory_dataclass_changed(1_000),
+        },
         users,
         config.rounds,
     )

@@ -10,6 +10,7 @@ import json
 import pickle
 import sqlite3
 from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def disk_floor(directory: Path, settings: dict[str, Any] = CACHE_SETTINGS) -> An
     return update
 
 
-def sessions_on(storage: Any, lazy: bool = False) -> SessionManager:
+def sessions_on(storage: Any, lazy: bool = False) -> SessionManager[dict[str, Any]]:
     return with_session(
         initial=lambda: dict(SESSION), storage=storage, get_session_key=by_id, lazy=lazy
     )
@@ -107,6 +108,35 @@ def memory_changed(sessions: int) -> Any:
     for user in range(sessions):
         storage.write(entry(user), SESSION_BYTES)
     return tgsession_cases(storage)["changed"]
+
+
+@dataclass
+class Flags:
+    beta: bool = False
+
+
+@dataclass
+class TypedSession:
+    """SESSION as a dataclass: the same stored bytes, rebuilt and checked field by field."""
+
+    count: int = 0
+    name: str = ""
+    lang: str = "en"
+    cart: list[int] = field(default_factory=list)
+    flags: Flags = field(default_factory=Flags)
+
+
+def memory_dataclass_changed(sessions: int) -> Any:
+    """memory_changed with a dataclass session: what typed sessions add (load, read back)."""
+    storage = MemoryStorage()
+    for user in range(sessions):
+        storage.write(entry(user), SESSION_BYTES)
+
+    @with_session(initial=TypedSession, storage=storage, get_session_key=by_id)
+    def changed(user: int, session: TypedSession) -> None:
+        session.count += 1
+
+    return changed
 
 
 # -- redis -------------------------------------------------------------------------------

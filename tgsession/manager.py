@@ -167,7 +167,7 @@ class HeldSessions:
         use (a LazySession, or a LazyTypedSession for dataclasses and models)."""
         loader = Loader(functools.partial(manager.acquire_lazily, update, self))
         self.loaders.append(loader)
-        return manager.model.stand_in(loader)
+        return (manager._model or manager.model).stand_in(loader)  # no property call once known
 
     def open(
         self,

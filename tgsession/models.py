@@ -14,15 +14,11 @@ returns and every session it saves, so that no session is stored that cannot be 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
-import sys
-import types
-import typing
-import weakref
-from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
-from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, Union
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Union
 
+from . import _convert
 from .errors import SessionDecodeError, SessionError
 from .session import LazySession, LazyTypedSession, Loader, Session
 
@@ -42,10 +38,6 @@ class PydanticLike(Protocol):
 # What initial() may return, for type checkers: a dict (a TypedDict too), a dataclass or a
 # pydantic model. Only a string at run time, where _typeshed does not exist.
 SessionValue = Union["Mapping[str, Any]", "DataclassInstance", PydanticLike]
-
-_UNIONS: tuple[object, ...] = (Union,)
-if sys.version_info >= (3, 10):
-    _UNIONS += (types.UnionType,)
 
 
 class Misfit(Exception):
@@ -148,14 +140,17 @@ class DataclassModel(SessionModel):
                 f"{cls.__qualname__} is a frozen dataclass, which a handler cannot change; "
                 "make the session a dataclass that is not frozen"
             )
-        _resolve(cls, set())  # an annotation that cannot be resolved is an error now
+        _convert.check(cls)  # an annotation that cannot be resolved is an error now
         self.type = cls
 
     def dump(self, session: Any) -> dict[str, Any]:
-        return dataclasses.asdict(session)
+        return _convert.dump(session)  # type: ignore[no-any-return]
 
     def build(self, data: dict[str, Any]) -> Any:
-        return _build(self.type, data, "the session")
+        try:
+            return _convert.build(self.type, data)
+        except _convert.Wrong as wrong:
+            raise Misfit(str(wrong)) from None
 
     def reset(self, session: Any, fresh: Any) -> None:
         for field in dataclasses.fields(fresh):
@@ -238,190 +233,12 @@ def model_of(entry: str, value: Any) -> SessionModel:
     )
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Return an instance of the dataclass ``cls`` from the stored ``data``."""
-    if not isinstance(data, dict):
-        raise Misfit(f"{where} is a {type(data).__name__}, not an object of {cls.__name__}")
-    fields = {field.name: field for field in dataclasses.fields(cls)}
-    unknown = sorted(data.keys() - fields.keys())
-    if unknown:
-        raise Misfit(f"{where} has fields {unknown} that {cls.__name__} does not have")
-    missing = sorted(
-        name
-        for name, field in fields.items()
-        if name not in data
-        and field.default is dataclasses.MISSING
-        and field.default_factory is dataclasses.MISSING
-    )
-    if missing:
-        raise Misfit(f"{where} lacks the fields {missing} that {cls.__name__} requires")
-    hints = _hints(cls)
-    values = {name: _convert(value, hints[name], f"{where}.{name}") for name, value in data.items()}
-    later = {name: values.pop(name) for name in list(values) if not fields[name].init}
-    try:
-        instance = cls(**values)
-    except Exception as error:  # __init__ or __post_init__ refused the values
-        raise Misfit(f"{cls.__name__}({where}) raised {error!r}") from error
-    for name, value in later.items():  # fields that __init__ does not take
-        object.__setattr__(instance, name, value)
-    return instance
-
-
-# The resolved field annotations of each dataclass, kept no longer than the class.
-_resolved: weakref.WeakKeyDictionary[type, dict[str, Any]] = weakref.WeakKeyDictionary()
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    """The resolved annotations of the fields of the dataclass ``cls``."""
-    hints = _resolved.get(cls)
-    if hints is None:
-        try:
-            every = typing.get_type_hints(cls)
-        except Exception as error:
-            raise TypeError(
-                f"the annotations of {cls.__qualname__} cannot be resolved ({error!r}), so its "
-                "stored fields could not be checked: import every name they use at run time "
-                "(not only under TYPE_CHECKING), define the class at module level, and on "
-                "Python 3.9 write Optional[X] rather than X | None"
-            ) from error
-        hints = _resolved[cls] = {
-            field.name: every[field.name] for field in dataclasses.fields(cls)
-        }
-    return hints
-
-
-def _resolve(hint: Any, seen: set[int]) -> None:
-    """Resolve the annotations of every dataclass that ``hint`` reaches, or raise TypeError."""
-    if id(hint) in seen:
-        return
-    seen.add(id(hint))
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        for inner in _hints(hint).values():
-            _resolve(inner, seen)
-    for inner in (typing.get_origin(hint), *typing.get_args(hint)):
-        if inner is not None:
-            _resolve(inner, seen)
-
-
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    """Return the stored JSON ``value`` as the type ``hint``, or raise Misfit."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    if isinstance(origin, type) and dataclasses.is_dataclass(origin):  # Box[int]
-        return _build(origin, value, where)
-    if origin in _UNIONS:
-        return _convert_union(value, args, where)
-    if origin is Literal:
-        for option in args:
-            if option == value and isinstance(option, bool) == isinstance(value, bool):
-                return option  # the option itself: an enum member where the option is one
-        raise Misfit(f"{where} is {value!r}, not one of {list(args)}")
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(value)
-        except ValueError:
-            raise Misfit(f"{where} is {value!r}, not a value of {hint.__name__}") from None
-    simple = _SIMPLE.get(hint)
-    if simple is not None:
-        accepted, convert = simple
-        if isinstance(value, accepted) and not (isinstance(value, bool) and hint is not bool):
-            return convert(value)
-        raise Misfit(f"{where} is {value!r}, not a {_name(hint)}")
-    if hint in (list, tuple, dict):
-        origin = hint
-    if origin in (list, tuple, Sequence, MutableSequence):
-        if not isinstance(value, list):
-            raise Misfit(f"{where} is {value!r}, not a list")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise Misfit(f"{where} has {len(value)} items, not {len(args)}")
-            return tuple(
-                _convert(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, args))
-            )
-        item = args[0] if args else Any
-        items = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin in (dict, Mapping, MutableMapping):
-        if not isinstance(value, dict):
-            raise Misfit(f"{where} is {value!r}, not an object")
-        key_type, item = args if args else (str, Any)
-        return {
-            _convert_key(k, key_type, where): _convert(v, item, f"{where}[{k!r}]")
-            for k, v in value.items()
-        }
-    return value  # Any, or an annotation these checks do not cover
-
-
-def _convert_union(value: Any, options: tuple[Any, ...], where: str) -> Any:
-    """Return ``value`` as the one option of a union that it fits; raise Misfit if it fits
-    none, or several of different types (JSON does not record which one was saved)."""
-    fits: list[Any] = []
-    misfits: list[Misfit] = []
-    for option in options:
-        try:
-            result = _convert(value, option, where)
-        except Misfit as misfit:
-            if option is not type(None):
-                misfits.append(misfit)
-            continue
-        if type(result) is type(value) and not isinstance(result, (dict, list)):
-            return result  # an exact match: 3 stays an int in Union[float, int]
-        fits.append(result)
-    if not fits:
-        if len(misfits) == 1:  # Optional[X]: say why the value is no X
-            raise misfits[0]
-        raise Misfit(f"{where} is {value!r}, which is none of {', '.join(map(_name, options))}")
-    if len({type(result) for result in fits}) > 1:
-        raise Misfit(
-            f"{where} is {value!r}, which fits each of "
-            f"{', '.join(_name(type(result)) for result in fits)}: JSON does not record which "
-            "one it was, so make the union's types tell apart by their fields"
-        )
-    return fits[0]
-
-
-def _convert_key(key: str, key_type: Any, where: str) -> Any:
-    """Return the JSON object key ``key`` as ``key_type``: json writes int, float and enum keys
-    as strings, and only the string json would write is accepted ("01" would merge with "1")."""
-    if key_type is str or not isinstance(key_type, type):
-        return key
-    if issubclass(key_type, enum.Enum):
-        try:
-            converted = key_type(key)  # an enum of strings
-        except ValueError:
-            converted = _parsed_key(key, key_type)
-    elif key_type in (int, float):
-        converted = _parsed_key(key, key_type)
-    else:
-        return key
-    if converted is None or _json_key(converted) != key:
-        raise Misfit(f"{where} has the key {key!r}, which is no {_name(key_type)}")
-    return converted
-
-
-def _parsed_key(key: str, key_type: type) -> Any:
-    """The key read as the JSON number it spells, as ``key_type``; None if it is none."""
-    try:
-        return _convert(json.loads(key), key_type, "")
-    except (ValueError, Misfit):
-        return None
-
-
-def _json_key(key: Any) -> str:
-    """The string that json writes for the dict key ``key``."""
-    if isinstance(key, str):
-        return str.__str__(key)
-    return json.dumps(key.value if isinstance(key, enum.Enum) else key)
-
-
 def _difference(stored: Any, saved: Any, where: str) -> str | None:
     """Where saving ``saved`` (a dumped session) would lose or change what ``stored`` (decoded
     JSON) holds; None if nowhere. Keys may be added (a new field's default); numbers compare
     by value, so 0.0 saved for 0 changes nothing."""
     if isinstance(stored, dict) and isinstance(saved, dict):
-        saved = {_json_key(key): value for key, value in saved.items()}
+        saved = {_convert.json_key(key): value for key, value in saved.items()}
         lost = sorted(stored.keys() - saved.keys())
         if lost:
             return f"{where} would be saved without its keys {lost}"
@@ -452,17 +269,3 @@ def _kind(value: Any) -> type:
     if isinstance(value, str):
         return str
     return type(value)
-
-
-_SIMPLE: dict[Any, tuple[type | tuple[type, ...], Any]] = {
-    str: (str, str),
-    int: (int, int),
-    float: ((int, float), float),
-    bool: (bool, bool),
-    type(None): (type(None), lambda value: value),
-    None: (type(None), lambda value: value),
-}
-
-
-def _name(hint: Any) -> str:
-    return "None" if hint in (None, type(None)) else getattr(hint, "__name__", str(hint))
