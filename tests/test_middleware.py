@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,3 +222,113 @@ def test_an_eager_middleware_session_that_fails_to_load_is_released_and_skips_th
     assert ran == []
     counter.delete(7)  # free: taking its lock does not wait
     assert storage.read("session:7") is None
+
+
+class FailsOnce(BaseMiddleware):
+    """A middleware whose pre_process or post_process raises for a message saying "fail"."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__()
+        self.update_types = ["message"]
+        self.stage = stage
+
+    def pre_process(self, message: Any, data: dict[str, Any]) -> None:
+        if self.stage == "pre_process" and "fail" in message.text:
+            raise RuntimeError("pre_process failed")
+
+    def post_process(self, message: Any, data: dict[str, Any], exception: Any) -> None:
+        if self.stage == "post_process" and "fail" in message.text:
+            raise RuntimeError("post_process failed")
+
+
+@pytest.mark.parametrize("stage", ["post_process", "pre_process"])
+def test_a_threaded_bot_releases_a_skipped_update_by_the_workers_next_update(
+    bot_api: FakeBotAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture, stage: str
+) -> None:
+    # A threaded bot keeps a worker's last exception, and with it the update's data, so the
+    # finalizer does not run: the worker's next update releases the session instead.
+    counter = with_session(
+        initial=lambda: {"count": 0}, storage=DiskStorage(tmp_path, lock_timeout=5)
+    )
+    bot = telebot.TeleBot(bot_api.token, threaded=True, num_threads=1, use_class_middlewares=True)
+    if stage == "post_process":  # one registered before SessionMiddleware fails
+        bot.setup_middleware(FailsOnce(stage))
+        bot.setup_middleware(SessionMiddleware(counter))
+    else:  # one registered after an eager SessionMiddleware fails
+        bot.setup_middleware(SessionMiddleware(counter, lazy=False))
+        bot.setup_middleware(FailsOnce(stage))
+
+    @bot.message_handler(commands=["count"])
+    def count(message: Any, session: Any) -> None:
+        session["count"] += 1
+        bot.reply_to(message, f"count: {session['count']}")
+
+    bot_api.push_message(user_id=5, text="/count fail")
+    bot_api.push_message(user_id=5, text="/count")
+    with polling(bot):
+        replies = bot_api.wait_for_calls(2 if stage == "post_process" else 1)
+    assert replies[-1]["text"] == "count: 1"  # the failed update's change was discarded
+    with counter.open(5) as session:
+        assert session == {"count": 1}
+    assert "sessions ['session:5'] are discarded and unlocked" in caplog.text
+
+
+def test_two_session_middlewares_each_hand_out_their_sessions(
+    bot_api: FakeBotAPI, storage: Any
+) -> None:
+    user = with_session(key="user", initial=lambda: {"n": 0}, storage=storage)
+    chat = with_session(key="chat", initial=lambda: {"n": 0}, storage=storage)
+    bot = telebot.TeleBot(bot_api.token, threaded=False, use_class_middlewares=True)
+    bot.setup_middleware(SessionMiddleware(user))
+    bot.setup_middleware(SessionMiddleware(chat))
+
+    @bot.message_handler(commands=["count"])
+    def count(message: Any, user: Any, chat: Any) -> None:
+        user["n"] += 1
+        chat["n"] += 10
+
+    bot_api.push_message(user_id=5, text="/count")
+    bot.process_new_updates(bot.get_updates())
+    assert json.loads(storage.read("user:5")) == {"n": 1}
+    assert json.loads(storage.read("chat:5")) == {"n": 10}
+
+
+def test_a_skipped_update_collected_inside_a_storage_lock_is_released_without_deadlock(
+    bot_api: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The garbage collector may run a finalizer anywhere, here while KeyedLocks holds its
+    # own guard: the finalizer only queues the sessions, and they are released later.
+    from tgsession.storage import _locking
+
+    counter = with_session(
+        initial=lambda: {"count": 0}, storage=DiskStorage(tmp_path, lock_timeout=5)
+    )
+    bot = telebot.TeleBot(bot_api.token, threaded=False, use_class_middlewares=True)
+    bot.setup_middleware(FailsOnce("post_process"))
+    bot.setup_middleware(SessionMiddleware(counter))
+
+    @bot.message_handler(commands=["count"])
+    def count(message: Any, session: Any) -> None:
+        session["count"] += 1
+        raise ValueError("the handler failed too, so telebot's frame is in a cycle")
+
+    bot_api.push_message(user_id=5, text="/count fail")
+    gc.disable()  # the abandoned update waits, as cyclic garbage, for the collection below
+    try:
+        with pytest.raises(RuntimeError, match="post_process failed"):
+            bot.process_new_updates(bot.get_updates())
+        entry_init = _locking._Entry.__init__
+
+        def collect_then_init(self: Any) -> None:
+            gc.collect()  # as if allocating the entry, inside KeyedLocks' guard, triggered it
+            entry_init(self)
+
+        monkeypatch.setattr(_locking._Entry, "__init__", collect_then_init)
+        opener = threading.Thread(target=lambda: counter.delete(6), daemon=True)
+        opener.start()  # a new entry for session 6: the collection runs inside the guard
+        opener.join(10)
+        assert not opener.is_alive(), "deadlocked"
+    finally:
+        gc.enable()
+    with counter.open(5) as session:  # released by the reaper, its change discarded
+        assert session == {"count": 0}

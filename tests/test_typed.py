@@ -5,10 +5,25 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
+import gc
 import json
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, Literal, Optional, TypedDict, TypeVar, Union
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Final,
+    Generic,
+    Literal,
+    NewType,
+    Optional,
+    TypedDict,
+    TypeVar,
+    Union,
+)
 
 import pydantic
 import pytest
@@ -637,7 +652,7 @@ def test_a_model_that_does_not_load_what_it_dumps_is_refused_at_the_save() -> No
         user_name: str = pydantic.Field("", validation_alias="userName")
 
     manager = with_session(initial=OnlyValidationAlias, storage=MemoryStorage())
-    with pytest.raises(SessionEncodeError, match=r"would not load back as saved"):  # noqa: SIM117
+    with pytest.raises(SessionEncodeError, match=r"would not load back as it is"):  # noqa: SIM117
         with manager.open(1) as session:  # the save at the end of this block raises
             session.user_name = "ann"
 
@@ -677,3 +692,151 @@ def test_copying_a_lazy_typed_session_copies_the_session() -> None:
 
     shallow, deep = handler(Update(1))
     assert type(shallow) is Profile and deep == Profile(tags=["a"])
+
+
+class Mood(enum.Enum):
+    HAPPY = "happy"
+    SAD = "sad"
+
+
+UserId = NewType("UserId", int)
+
+
+@dataclass
+class Keys:
+    mood: Mood = Mood.HAPPY
+    by_mood: dict[Mood, int] = field(default_factory=dict)
+    by_size: dict[Size, int] = field(default_factory=dict)
+    by_user: dict[UserId, str] = field(default_factory=dict)
+    by_flag: dict[bool, int] = field(default_factory=dict)
+    owner: Final[UserId] = UserId(0)  # type: ignore[misc]
+
+
+def test_plain_enums_enum_keys_newtype_keys_and_bool_keys_keep_their_types() -> None:
+    manager = with_session(initial=Keys, storage=MemoryStorage())
+    with manager.open(1) as keys:
+        keys.mood = Mood.SAD
+        keys.by_mood[Mood.SAD] = 1
+        keys.by_size[Size.M] = 2
+        keys.by_user[UserId(5)] = "x"
+        keys.by_flag[True] = 3
+    assert load(manager) == Keys(
+        Mood.SAD, {Mood.SAD: 1}, {Size.M: 2}, {UserId(5): "x"}, {True: 3}, UserId(0)
+    )
+
+
+@dataclass
+class Holder:
+    item: Animal = field(default_factory=Animal)
+    numbers: list[int] = field(default_factory=list)
+
+
+@dataclass
+class SameFields(Animal):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda s: setattr(s, "item", SameFields("rex")), "a SameFields, which would load"),
+        (lambda s: setattr(s, "numbers", (1, 2)), "a tuple, which would load back as [1, 2]"),
+    ],
+    ids=["subclass with the same fields", "tuple in a list field"],
+)
+def test_a_session_that_would_load_back_as_something_else_is_not_saved(
+    change: Any, problem: str
+) -> None:
+    storage = MemoryStorage()
+    manager = with_session(initial=Holder, storage=storage)
+    with pytest.raises(SessionEncodeError, match="'session:1' cannot be saved") as caught:  # noqa: SIM117
+        with manager.open(1) as holder:  # the save at the end of this block raises
+            change(holder)
+    assert problem in str(caught.value)
+    assert storage.read("session:1") is None
+
+
+@dataclass
+class Money:
+    amount: float = 0.0
+    log: list[Any] = field(default_factory=list)
+
+
+@pytest.mark.parametrize("change", ["a float too large", "a list that contains itself"])
+def test_values_json_cannot_hold_are_encode_errors_and_release_the_session(change: str) -> None:
+    manager = with_session(initial=Money, storage=MemoryStorage())
+    with pytest.raises(SessionEncodeError):  # noqa: SIM117
+        with manager.open(1) as money:  # the save at the end of this block raises
+            if change == "a list that contains itself":
+                money.log.append(money.log)
+            else:
+                money.amount = 10**400  # type: ignore[assignment]
+    assert load(manager) == Money()
+
+
+@pytest.mark.parametrize("data", [b'{"amount":1e999}', b'{"amount":' + b"9" * 400 + b"}"])
+def test_numbers_too_large_for_a_float_are_refused_on_load(data: bytes) -> None:
+    storage = MemoryStorage()
+    storage.write("session:1", data)
+    with pytest.raises(SessionDecodeError, match="'session:1'"):
+        load(with_session(initial=Money, storage=storage))
+    assert storage.read("session:1") == data
+
+
+class Tags(pydantic.BaseModel):
+    seen: set[int] = set()
+
+
+def test_a_pydantic_set_is_not_refused_for_being_stored_in_another_order() -> None:
+    manager = with_session(initial=Tags, storage=MemoryStorage())
+    with manager.open(1) as tags:
+        tags.seen.update(range(100))
+    with manager.open(1) as tags:
+        tags.seen.intersection_update({1, 8})
+    assert load(manager).seen == {1, 8}
+
+
+def slow_annotation() -> str:
+    time.sleep(0.3)  # resolving the annotations of RaceInner takes a while
+    return "slow"
+
+
+@dataclass
+class RaceInner:
+    n: Annotated[int, slow_annotation()] = 0
+
+
+@dataclass
+class RaceOuter:
+    inner: Optional[RaceInner] = None  # noqa: UP045 (Python 3.9)
+
+
+def test_threads_that_make_the_first_sessions_of_a_dataclass_at_once_all_succeed() -> None:
+    manager = with_session(initial=RaceOuter, storage=MemoryStorage())
+    errors: list[BaseException] = []
+
+    def first_session(user: int) -> None:
+        try:
+            with manager.open(user) as outer:
+                outer.inner = RaceInner(user)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=first_session, args=(user,)) for user in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [load(manager, user).inner for user in range(4)] == [RaceInner(u) for u in range(4)]
+
+
+def test_the_conversion_cache_does_not_keep_dataclasses_alive() -> None:
+    from tgsession import _convert
+
+    for i in range(50):
+        kind = dataclasses.make_dataclass(f"Passing{i}", [("x", int)])
+        _convert.build(kind, {"x": 1})
+    del kind
+    gc.collect()
+    assert not [kind for kind in _convert._plans if kind.__name__.startswith("Passing")]

@@ -12,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import sys
+import threading
 import types
 import typing
 import weakref
 from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated, Any, Callable, Final, Literal, Union
 
 _UNIONS: tuple[object, ...] = (Union,)
 if sys.version_info >= (3, 10):
@@ -58,15 +60,64 @@ def dump(value: Any) -> Any:
         return value
     if kind is list or kind is tuple:
         return [dump(item) for item in value]
-    if kind is dict:
-        return {key: dump(item) for key, item in value.items()}
+    if isinstance(value, dict):
+        return {_dump_key(key): dump(item) for key, item in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {name: dump(getattr(value, name)) for name in _plan(kind).names}
-    if isinstance(value, dict):
-        return {key: dump(item) for key, item in value.items()}
+    if isinstance(value, enum.Enum):
+        return dump(value.value)
     if isinstance(value, (list, tuple)):
         return [dump(item) for item in value]
-    return value  # an enum, a subclass of str or int, or what the codec will refuse
+    return value  # a subclass of str or int, or what the codec will refuse
+
+
+def _dump_key(key: Any) -> Any:
+    return key.value if isinstance(key, enum.Enum) else key
+
+
+def difference(loaded: Any, session: Any, where: str = "the session") -> str | None:
+    """Where ``loaded`` (a session read back) is not what ``session`` holds; None if nowhere.
+
+    Types must match, except that an int comes back as an equal float in a float field.
+    """
+    if type(loaded) is not type(session):
+        if _is_number(loaded) and _is_number(session) and loaded == session:
+            return None
+        return (
+            f"{where} holds {session!r}, a {type(session).__name__}, which would load back "
+            f"as {loaded!r}, a {type(loaded).__name__}"
+        )
+    if isinstance(session, (list, tuple)):
+        if len(loaded) != len(session):
+            return f"{where} would load back with {len(loaded)} items, not {len(session)}"
+        for i, (again, value) in enumerate(zip(loaded, session)):
+            problem = difference(again, value, f"{where}[{i}]")
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(session, dict):
+        for key, value in session.items():
+            if key not in loaded:
+                return f"{where} has the key {key!r}, which would load back as another key"
+            problem = difference(loaded[key], value, f"{where}[{key!r}]")
+            if problem is not None:
+                return problem
+        return None
+    if dataclasses.is_dataclass(session):
+        for name in _plan(type(session)).names:
+            problem = difference(getattr(loaded, name), getattr(session, name), f"{where}.{name}")
+            if problem is not None:
+                return problem
+        return None
+    return (
+        None
+        if loaded == session
+        else f"{where} holds {session!r}, which would load back as {loaded!r}"
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check(cls: type) -> None:
@@ -85,7 +136,10 @@ class _Plan:
     def __init__(self, cls: type) -> None:
         fields = dataclasses.fields(cls)
         hints = _hints(cls)
-        self.cls = cls
+        # Weak, as in the converters: the cache must not keep the classes it is keyed by.
+        self.cls = weakref.ref(cls)
+        self.name = cls.__name__
+        self.ready = False
         self.names = [field.name for field in fields]
         self.known = frozenset(self.names)
         self.later = frozenset(field.name for field in fields if not field.init)
@@ -101,9 +155,10 @@ class _Plan:
         except BaseException:
             del _plans[cls]  # not half-made for the next caller
             raise
+        self.ready = True
 
     def build(self, data: Any) -> Any:
-        name = self.cls.__name__
+        name = self.name
         if type(data) is not dict:
             raise Wrong(f"is a {type(data).__name__}, not an object of {name}")
         if not self.known.issuperset(data):
@@ -118,8 +173,10 @@ class _Plan:
             except Wrong as wrong:
                 raise wrong.at(f".{field}") from None
         later = {field: values.pop(field) for field in self.later if field in values}
+        cls = self.cls()
+        assert cls is not None  # a plan is used only through a live class
         try:
-            instance = self.cls(**values)
+            instance = cls(**values)
         except Exception as error:  # __init__ or __post_init__ refused the values
             raise Wrong(f"made {name}() raise {error!r}") from error
         for field, value in later.items():  # fields that __init__ does not take
@@ -129,11 +186,18 @@ class _Plan:
 
 # Kept no longer than their classes: a dataclass defined in a function may go away.
 _plans: weakref.WeakKeyDictionary[type, _Plan] = weakref.WeakKeyDictionary()
+# Plans are made under this lock, so that no thread uses one half made; re-entrant, since a
+# dataclass may contain itself (its plan is then found half made, in the thread making it).
+_making = threading.RLock()
 
 
 def _plan(cls: type) -> _Plan:
     plan = _plans.get(cls)
-    return _Plan(cls) if plan is None else plan
+    if plan is not None and plan.ready:
+        return plan
+    with _making:
+        plan = _plans.get(cls)
+        return _Plan(cls) if plan is None else plan
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -153,8 +217,11 @@ def converter(hint: Any) -> Converter:
     """Return the function that turns a stored JSON value into ``hint``, or raises Wrong."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin is Annotated:
+    if origin is Annotated or origin is Final:
         return converter(args[0])
+    supertype = getattr(hint, "__supertype__", None)  # a NewType: its values are the type's
+    if supertype is not None:
+        return converter(supertype)
     if isinstance(origin, type) and dataclasses.is_dataclass(origin):  # Box[int]
         hint = origin
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
@@ -188,9 +255,14 @@ def _keep(value: Any) -> Any:
 
 
 def _dataclass(cls: type) -> Converter:
-    # The plan is looked up when called, not now: a dataclass may contain itself.
+    # The plan is looked up when called, not now: a dataclass may contain itself. The class
+    # is held weakly, so that the plans of the classes that contain it do not keep it.
+    ref = weakref.ref(cls)
+
     def convert(value: Any) -> Any:
-        return _plan(cls).build(value)
+        kind = ref()
+        assert kind is not None  # converters are used only through a live class
+        return _plan(kind).build(value)
 
     _plan(cls)  # resolve the annotations now
     return convert
@@ -210,7 +282,10 @@ def _float(value: Any) -> Any:
     if kind is float:
         return value
     if kind is int:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise Wrong(f"is {value}, too large for a float") from None
     raise Wrong(f"is {value!r}, not a float")
 
 
@@ -327,7 +402,11 @@ def _mapping(key: Converter, item: Converter) -> Converter:
 def _key(kind: Any) -> Converter:
     """JSON object keys are strings: json writes int, float and enum keys as strings, and
     only the string that json would write is accepted back ("01" would merge with "1")."""
-    if not isinstance(kind, type) or not (kind in (int, float) or issubclass(kind, enum.Enum)):
+    while getattr(kind, "__supertype__", None) is not None:  # a NewType of such a key
+        kind = kind.__supertype__
+    if not isinstance(kind, type) or not (
+        kind in (int, float, bool) or issubclass(kind, enum.Enum)
+    ):
         return _keep
     as_number = converter(kind)
 
@@ -341,7 +420,9 @@ def _key(kind: Any) -> Converter:
                 converted = as_number(json.loads(key))
             except (ValueError, Wrong):
                 raise Wrong(f"has the key {key!r}, which is no {_name(kind)}") from None
-        if json_key(converted) != key:
+        if json_key(converted) != key or (
+            type(converted) is float and not math.isfinite(converted)
+        ):
             raise Wrong(f"has the key {key!r}, which is no {_name(kind)}")
         return converted
 
@@ -352,7 +433,9 @@ def json_key(key: Any) -> str:
     """The string that json writes for the dict key ``key``."""
     if isinstance(key, str):
         return str.__str__(key)
-    return json.dumps(key.value if isinstance(key, enum.Enum) else key)
+    if isinstance(key, enum.Enum):
+        return json_key(key.value)
+    return json.dumps(key)
 
 
 def _name(hint: Any) -> str:

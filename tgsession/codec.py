@@ -8,6 +8,7 @@ always give equal bytes. Change detection relies on that last property.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -35,6 +36,14 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _finite(text: str) -> float:
+    # For the same reason: json reads a number too large for a float, such as 1e999, as inf.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is too large for a float")
+    return value
+
+
 class JSONCodec:
     """Compact, deterministic UTF-8 JSON: sorted keys, no spaces, no NaN or Infinity.
 
@@ -46,7 +55,7 @@ class JSONCodec:
     _encoder = json.JSONEncoder(
         ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
     )
-    _decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+    _decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
 
     def encode(self, value: Any) -> bytes:
         """Return ``value`` as compact, key-sorted UTF-8 JSON."""

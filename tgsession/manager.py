@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import queue
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -123,7 +124,7 @@ class OpenSession:
         data = manager._encode(self.entry, self.session)
         if data != self.baseline:
             if manager.model.typed:
-                manager._check_loads_back(self.entry, data)
+                manager._check_loads_back(self.entry, data, self.session)
             return data
         return _DELETE if self.delete_if_unchanged and self.stored else None
 
@@ -249,6 +250,39 @@ class HeldSessions:
                     logger.error("could not release session %r", held.entry, exc_info=problem)
         if failure is not None:
             raise failure
+
+
+class _Abandoned(Exception):
+    """Why abandoned sessions are discarded: whether their handler succeeded is unknown."""
+
+
+# Calls that their owner dropped unfinished: updates that telebot dropped without calling
+# SessionMiddleware.post_process. A finalizer queues them, since it may run anywhere (even
+# inside one of tgsession's locks, when the garbage collector runs it) and must take no lock;
+# release_abandoned() discards and releases them where that is safe.
+abandoned: queue.SimpleQueue[HeldSessions] = queue.SimpleQueue()
+_releasing = threading.Lock()
+
+
+def release_abandoned() -> None:
+    """Discard and release the sessions of every call in ``abandoned``."""
+    with _releasing:  # consumed only under it: a thread that waits for it sees them all gone
+        while True:
+            try:
+                held = abandoned.get_nowait()
+            except queue.Empty:
+                return
+            if held.opened:
+                logger.error(
+                    "telebot skipped SessionMiddleware.post_process (a middleware cancelled "
+                    "the update or raised, or telebot refused a handler's parameters): "
+                    "sessions %s are discarded and unlocked; register SessionMiddleware first",
+                    [opened.entry for opened in held.opened],
+                )
+            try:
+                held.finish(_Abandoned())
+            except Exception:  # no caller to raise to
+                logger.exception("could not release the sessions of an abandoned update")
 
 
 def used_after_return() -> NoReturn:
@@ -412,6 +446,8 @@ class SessionManager(Generic[S]):
             held_here = _this_thread.held = set()
         opened = OpenSession(self, self.storage, entry, held_here)
         if opened.mine in held_here:
+            release_abandoned()  # the holder may be an abandoned call of this thread
+        if opened.mine in held_here:
             raise SessionError(
                 f"session {entry!r} is already open in this thread, by a handler or script "
                 "that is still running: pass that session along instead of opening it again "
@@ -478,31 +514,37 @@ class SessionManager(Generic[S]):
             return session
         # Read back through the codec: a copy that shares nothing with what initial()
         # returned (which may be one shared instance), proven to load as it is saved.
-        try:
-            return self._read_back(entry, self._encode(entry, session))
-        except Misfit as problem:
+        loaded, problem = self._read_back(entry, self._encode(entry, session), session)
+        if problem is not None:
             raise SessionError(
                 f"initial() of session {entry!r} returns a {type(value).__name__} that would "
-                f"not load back as it is saved ({problem}); make each field hold what its "
+                f"not load back as it is ({problem}); make each field hold what its "
                 "annotation says"
-            ) from None
+            )
+        return loaded
 
-    def _read_back(self, entry: str, data: bytes) -> Any:
-        """Return the typed session that ``data``, encoded by this manager, loads as."""
-        return self.model.read(self.migrations.migrate(entry, self.codec.decode(data)))
-
-    def _check_loads_back(self, entry: str, data: bytes) -> None:
-        """Raise SessionEncodeError unless ``data``, a typed session to save, loads back."""
+    def _read_back(self, entry: str, data: bytes, session: Any) -> tuple[Any, str | None]:
+        """Load ``data``, the typed ``session`` as this manager encoded it; return the result
+        and where it differs from ``session`` (None if nowhere)."""
         try:
-            self._read_back(entry, data)
-        except Misfit as problem:
+            value = self.migrations.migrate(entry, self.codec.decode(data))
+            loaded = self.model.read(value)
+        except Misfit as misfit:
+            return None, str(misfit)
+        return loaded, self.model.difference(loaded, session)
+
+    def _check_loads_back(self, entry: str, data: bytes, session: Any) -> None:
+        """Raise SessionEncodeError unless ``data``, the typed ``session`` encoded, loads back
+        as ``session``."""
+        problem = self._read_back(entry, data, session)[1]
+        if problem is not None:
             raise SessionEncodeError(
-                f"session {entry!r} cannot be saved: it would not load back as saved "
+                f"session {entry!r} cannot be saved: it would not load back as it is "
                 f"({problem}). JSON keeps no class names, so keep each field to what its "
                 "annotation says (an instance of a subclass, a value of another type, or a "
                 "__post_init__ that changes fields does not survive). The stored session is "
                 "unchanged"
-            ) from None
+            )
 
     def _decode(self, entry: str, data: bytes) -> Any:
         try:
@@ -522,7 +564,7 @@ class SessionManager(Generic[S]):
     def _encode(self, entry: str, session: Any) -> bytes:
         try:
             return self.codec.encode(self.migrations.stamp(self.model.dump(session)))
-        except (ValueError, TypeError) as error:
+        except (ValueError, TypeError, RecursionError) as error:  # (a value containing itself)
             raise SessionEncodeError(
                 f"session {entry!r} cannot be saved: {error}. Sessions hold JSON values "
                 "(dict, list, str, int, float, bool, None): convert the value before storing "

@@ -8,13 +8,16 @@ parameter; handlers without such a parameter are untouched.
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 import weakref
 from typing import Any
 
 from telebot import util
 from telebot.handler_backends import BaseMiddleware
 
-from .manager import HeldSessions, SessionManager
+from .manager import HeldSessions, SessionManager, abandoned, release_abandoned
 
 logger = logging.getLogger("tgsession")
 
@@ -30,9 +33,10 @@ class SessionMiddleware(BaseMiddleware):
 
     Register it first: telebot runs every pre_process and then every post_process in the
     order of registration, and skips the rest when one cancels the update (``CancelUpdate``)
-    or raises. If telebot skips this post_process after a session was used, that session is
-    discarded and released as soon as telebot drops the update's ``data``, with an error
-    logged: it cannot be saved, since nothing tells whether its handler succeeded.
+    or raises. If telebot skips this post_process, the sessions used are discarded (nothing
+    tells whether the handler succeeded) and released, with an error logged: when telebot
+    drops the update, or at the latest when the same thread starts its next update (a
+    threaded bot keeps a worker's last exception, and with it the update, until then).
     """
 
     def __init__(
@@ -54,57 +58,90 @@ class SessionMiddleware(BaseMiddleware):
         self.update_types = list(update_types or util.update_types)
         self.eager = () if lazy else tuple(m for m in managers if not m.lazy)
         self.lazy = tuple(m for m in managers if lazy or m.lazy)
+        # The update's call travels in telebot's `data`, which telebot passes to post_process
+        # (and whole to handlers that take a `data` parameter: leave this key alone).
+        self._key = f"_tgsession_call_{id(self)}"
+        self._current = threading.local()  # each thread's call in flight, by a weak reference
 
     def pre_process(self, update: Any, data: dict[str, Any]) -> None:
         """Put the session of each manager into ``data``."""
+        _reaper.start()
+        previous = getattr(self._current, "call", None)
+        if previous is not None:
+            call = previous()
+            if call is not None:  # telebot skipped this thread's last post_process
+                call.finalizer()  # queues its sessions, released just below
+        if not abandoned.empty():
+            release_abandoned()
         held = HeldSessions()
         try:
             held.open(update, self.eager, self.lazy, data)
         except BaseException as error:
             held.finish(error)
             raise
-        # The update's sessions travel in `data`, which telebot passes to post_process.
-        # Handlers do not see them (telebot passes a handler only the values it names).
-        data[_CALL] = _Call(held)
+        call = _Call(held)
+        data[self._key] = call
+        self._current.call = weakref.ref(call)
 
     def post_process(self, update: Any, data: dict[str, Any], exception: Any) -> None:
         """Save the used sessions if no handler raised; release them in any case."""
-        call: _Call = data.pop(_CALL)
-        call.finalizer.detach()
-        call.held.finish(exception)
-
-
-_CALL = "_tgsession_call"  # the key of the update's call in telebot's `data`
+        self._current.call = None
+        call: _Call | None = data.pop(self._key, None)
+        if call is None:
+            logger.error(
+                "SessionMiddleware found no sessions in telebot's data: a handler removed "
+                "%r from it; its sessions were discarded and unlocked",
+                self._key,
+            )
+            return
+        call.finish(exception)
 
 
 class _Call:
     """The sessions of one update, from pre_process to post_process.
 
-    Should telebot skip post_process, it drops `data`, and with it this object, while the
-    sessions are still held: the finalizer then releases them rather than leave them locked.
+    Should telebot skip post_process and drop `data`, the finalizer queues the sessions to be
+    discarded and released (see manager.abandoned).
     """
 
     __slots__ = ("__weakref__", "finalizer", "held")
 
     def __init__(self, held: HeldSessions) -> None:
         self.held = held
-        self.finalizer = weakref.finalize(self, _abandon, held)
+        self.finalizer = weakref.finalize(self, abandoned.put, held)
+
+    def finish(self, exception: Any) -> None:
+        """Save (unless ``exception``) and release, unless the sessions were abandoned."""
+        if self.finalizer.detach() is not None:
+            self.held.finish(exception)
 
 
-def _abandon(held: HeldSessions) -> None:
-    """Discard and release the sessions of an update whose post_process telebot skipped."""
-    if held.opened:
-        logger.error(
-            "telebot skipped SessionMiddleware.post_process (a middleware after it cancelled "
-            "the update, or one before it failed in post_process): sessions %s are "
-            "discarded and unlocked; register SessionMiddleware first",
-            [opened.entry for opened in held.opened],
-        )
-    try:
-        held.finish(_Abandoned())
-    except Exception:  # a finalizer has no caller to raise to
-        logger.exception("could not release the sessions of an abandoned update")
+class _Reaper:
+    """A thread that releases abandoned sessions within a tenth of a second, for waiters in
+    other processes and on other hosts; in this process, an update or an open() that needs
+    them releases them at once."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None  # the process whose thread is running
+        self.guard = threading.Lock()
+
+    def start(self) -> None:
+        """Start the thread in this process, unless it runs (a forked child starts its own)."""
+        if self.pid == os.getpid():
+            return
+        with self.guard:
+            if self.pid != os.getpid():
+                thread = threading.Thread(target=self.run, name="tgsession-reaper", daemon=True)
+                thread.start()
+                self.pid = os.getpid()
+
+    def run(self) -> None:
+        # Polls rather than waits on the queue: consuming it only in release_abandoned(),
+        # under its lock, lets any thread that needs a session wait until it is released.
+        while True:
+            time.sleep(0.1)
+            if not abandoned.empty():
+                release_abandoned()
 
 
-class _Abandoned(Exception):
-    """Why an abandoned update's sessions are discarded: their handlers' outcome is unknown."""
+_reaper = _Reaper()

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Union
 
 from . import _convert
@@ -94,6 +95,10 @@ class SessionModel:
         """Make ``session`` equal to ``fresh``, a new session from ``initial()``, in place."""
         raise NotImplementedError
 
+    def difference(self, loaded: Any, session: Any) -> str | None:
+        """Where ``loaded``, ``session`` saved and read back, is not ``session``; or None."""
+        raise NotImplementedError
+
 
 class DictModel(SessionModel):
     """Sessions that are dicts (a ``TypedDict`` is a dict at run time): a :class:`Session`."""
@@ -156,6 +161,9 @@ class DataclassModel(SessionModel):
         for field in dataclasses.fields(fresh):
             setattr(session, field.name, getattr(fresh, field.name))
 
+    def difference(self, loaded: Any, session: Any) -> str | None:
+        return _convert.difference(loaded, session)
+
 
 class PydanticModel(SessionModel):
     """Sessions that are instances of one pydantic v2 model, validated by pydantic on load.
@@ -200,6 +208,13 @@ class PydanticModel(SessionModel):
         if extra is not None:
             extra.clear()
             extra.update(fresh.model_extra or {})
+
+    def difference(self, loaded: Any, session: Any) -> str | None:
+        # pydantic's own comparison of the fields (sets compare as sets), leaving private
+        # attributes out: they are not saved, by pydantic's design.
+        if loaded.model_dump() == session.model_dump():
+            return None
+        return f"it holds {session!r}, which would load back as {loaded!r}"
 
 
 def _validation_problems(error: Exception) -> str:
@@ -253,11 +268,28 @@ def _difference(stored: Any, saved: Any, where: str) -> str | None:
         for i, (value, again) in enumerate(zip(stored, saved)):
             problem = _difference(value, again, f"{where}[{i}]")
             if problem is not None:
-                return problem
+                # A set is stored as a list in no set order: plain values in another order
+                # are the same values.
+                return None if _same_values(stored, saved) else problem
         return None
     if _kind(stored) == _kind(saved) and stored == saved:
         return None
     return f"{where} is stored as {stored!r} but would be saved as {saved!r}"
+
+
+def _same_values(stored: list[Any], saved: Sequence[Any]) -> bool:
+    """Whether two lists of plain JSON values hold the same values, in any order."""
+
+    def counted(values: Sequence[Any]) -> Counter[tuple[type, Any]] | None:
+        if not all(type(value) in _PLAIN for value in values):
+            return None
+        return Counter((_kind(value), value) for value in values)
+
+    mine = counted(stored)
+    return mine is not None and mine == counted(saved)
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def _kind(value: Any) -> type:
