@@ -56,7 +56,7 @@ def dump(value: Any) -> Any:
     Unlike ``dataclasses.asdict``, nothing is deep-copied: the result is encoded at once.
     """
     kind = type(value)
-    if kind in _SCALARS:
+    if kind in SCALARS:
         return value
     if kind is list or kind is tuple:
         return [dump(item) for item in value]
@@ -127,7 +127,7 @@ def check(cls: type) -> None:
     _plan(cls)
 
 
-_SCALARS = frozenset({str, int, float, bool, type(None)})
+SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 class _Plan:
@@ -315,7 +315,7 @@ def _union(options: tuple[Any, ...]) -> Converter:
                 if option is not type(None):
                     misfits.append(wrong)
                 continue
-            if type(result) is type(value) and type(result) in _SCALARS:
+            if type(result) is type(value) and type(result) in SCALARS:
                 return result
             fits.append(result)
         if not fits:

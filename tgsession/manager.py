@@ -2,8 +2,8 @@
 
 Opening a session takes the storage's lock of its entry (``f"{key}:{session_key}"``), then
 reads and decodes the entry, or creates a session with ``initial()``. Saving encodes it and
-writes it if its bytes changed, or deletes it if it was cleared; then the lock is released.
-When the holder raises, nothing is saved.
+writes it if its bytes changed, or deletes it if it was cleared and not changed since; then
+the lock is released. When the holder raises, nothing is saved.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import queue
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from typing import Any, Callable, Generic, NoReturn, TypeVar
 
+from . import _abandoned
 from .codec import Codec
 from .errors import (
     SessionDecodeError,
@@ -91,7 +91,7 @@ class OpenSession:
         self.registry = registry  # the sessions held by the thread that opened this one
         self.lock: AbstractContextManager[object] | None = None  # entered: held until release
         self.stored = False  # whether the entry exists in the storage
-        self.baseline = b""  # the bytes loaded, or the encoded initial() of a new session
+        self.baseline = b""  # what counts as unchanged: the bytes loaded, or as new or cleared
         self.delete_if_unchanged = False  # cleared: if still equal to baseline, delete it
         self.session: Any = None
 
@@ -111,7 +111,8 @@ class OpenSession:
         # The opening thread's registry, since a lazy session may be opened by a thread the
         # handler started and released by the handler's own.
         self.registry.discard(self.mine)
-        holders.pop(id(self.session), None)
+        if self.session is not None:
+            holders.pop(id(self.session), None)
         if self.lock is not None:
             if error is None:
                 self.lock.__exit__(None, None, None)
@@ -168,7 +169,7 @@ class HeldSessions:
         use (a LazySession, or a LazyTypedSession for dataclasses and models)."""
         loader = Loader(functools.partial(manager.acquire_lazily, update, self))
         self.loaders.append(loader)
-        return (manager._model or manager.model).stand_in(loader)  # no property call once known
+        return manager.model.stand_in(loader)
 
     def open(
         self,
@@ -252,39 +253,6 @@ class HeldSessions:
             raise failure
 
 
-class _Abandoned(Exception):
-    """Why abandoned sessions are discarded: whether their handler succeeded is unknown."""
-
-
-# Calls that their owner dropped unfinished: updates that telebot dropped without calling
-# SessionMiddleware.post_process. A finalizer queues them, since it may run anywhere (even
-# inside one of tgsession's locks, when the garbage collector runs it) and must take no lock;
-# release_abandoned() discards and releases them where that is safe.
-abandoned: queue.SimpleQueue[HeldSessions] = queue.SimpleQueue()
-_releasing = threading.Lock()
-
-
-def release_abandoned() -> None:
-    """Discard and release the sessions of every call in ``abandoned``."""
-    with _releasing:  # consumed only under it: a thread that waits for it sees them all gone
-        while True:
-            try:
-                held = abandoned.get_nowait()
-            except queue.Empty:
-                return
-            if held.opened:
-                logger.error(
-                    "telebot skipped SessionMiddleware.post_process (a middleware cancelled "
-                    "the update or raised, or telebot refused a handler's parameters): "
-                    "sessions %s are discarded and unlocked; register SessionMiddleware first",
-                    [opened.entry for opened in held.opened],
-                )
-            try:
-                held.finish(_Abandoned())
-            except Exception:  # no caller to raise to
-                logger.exception("could not release the sessions of an abandoned update")
-
-
 def used_after_return() -> NoReturn:
     raise SessionError(
         "a lazy session was used after its handler returned, when it is no longer locked and "
@@ -338,7 +306,12 @@ class SessionManager(Generic[S]):
         """What these sessions are (dict, dataclass or pydantic model), as ``initial()`` says."""
         model = self._model
         if model is None:
-            model = self._model = model_of(self.key, self.initial())
+            model = self._learn(self.key, self.initial())
+        return model
+
+    def _learn(self, entry: str, value: Any) -> SessionModel:
+        """Remember what these sessions are, from ``value``, the first result of initial()."""
+        model = self._model = model_of(entry, value)
         return model
 
     @property
@@ -446,7 +419,7 @@ class SessionManager(Generic[S]):
             held_here = _this_thread.held = set()
         opened = OpenSession(self, self.storage, entry, held_here)
         if opened.mine in held_here:
-            release_abandoned()  # the holder may be an abandoned call of this thread
+            _abandoned.release()  # the holder may be an abandoned call of this thread
         if opened.mine in held_here:
             raise SessionError(
                 f"session {entry!r} is already open in this thread, by a handler or script "
@@ -506,9 +479,7 @@ class SessionManager(Generic[S]):
     def _new(self, entry: str) -> Any:
         """Return a new session from initial(), checked to be of this manager's type."""
         value = self.initial()
-        model = self._model
-        if model is None:  # the first session: it tells what these sessions are
-            model = self._model = model_of(entry, value)
+        model = self._model or self._learn(entry, value)
         session = model.check(entry, value)
         if not model.typed:
             return session
@@ -527,8 +498,8 @@ class SessionManager(Generic[S]):
         """Load ``data``, the typed ``session`` as this manager encoded it; return the result
         and where it differs from ``session`` (None if nowhere)."""
         try:
-            value = self.migrations.migrate(entry, self.codec.decode(data))
-            loaded = self.model.read(value)
+            # build(), not read(): a session that loads back as itself loses nothing either.
+            loaded = self.model.build(self.migrations.migrate(entry, self.codec.decode(data)))
         except Misfit as misfit:
             return None, str(misfit)
         return loaded, self.model.difference(loaded, session)

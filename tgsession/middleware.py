@@ -8,16 +8,15 @@ parameter; handlers without such a parameter are untouched.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 import weakref
 from typing import Any
 
 from telebot import util
 from telebot.handler_backends import BaseMiddleware
 
-from .manager import HeldSessions, SessionManager, abandoned, release_abandoned
+from . import _abandoned
+from .manager import HeldSessions, SessionManager
 
 logger = logging.getLogger("tgsession")
 
@@ -34,9 +33,10 @@ class SessionMiddleware(BaseMiddleware):
     Register it first: telebot runs every pre_process and then every post_process in the
     order of registration, and skips the rest when one cancels the update (``CancelUpdate``)
     or raises. If telebot skips this post_process, the sessions used are discarded (nothing
-    tells whether the handler succeeded) and released, with an error logged: when telebot
-    drops the update, or at the latest when the same thread starts its next update (a
-    threaded bot keeps a worker's last exception, and with it the update, until then).
+    tells whether the handler succeeded) and released, with an error logged, when telebot
+    drops the update. After an exception a threaded bot keeps the update in its worker's
+    last exception until that worker starts another update, and the session stays locked
+    until then: a safety net, not a way to run.
     """
 
     def __init__(
@@ -65,14 +65,13 @@ class SessionMiddleware(BaseMiddleware):
 
     def pre_process(self, update: Any, data: dict[str, Any]) -> None:
         """Put the session of each manager into ``data``."""
-        _reaper.start()
+        _abandoned.start()
         previous = getattr(self._current, "call", None)
-        if previous is not None:
-            call = previous()
-            if call is not None:  # telebot skipped this thread's last post_process
-                call.finalizer()  # queues its sessions, released just below
-        if not abandoned.empty():
-            release_abandoned()
+        call = None if previous is None else previous()
+        if call is not None:  # telebot skipped this thread's last post_process
+            call.abandon()
+        if _abandoned.pending():
+            _abandoned.release()
         held = HeldSessions()
         try:
             held.open(update, self.eager, self.lazy, data)
@@ -100,48 +99,27 @@ class SessionMiddleware(BaseMiddleware):
 class _Call:
     """The sessions of one update, from pre_process to post_process.
 
-    Should telebot skip post_process and drop `data`, the finalizer queues the sessions to be
-    discarded and released (see manager.abandoned).
+    Should telebot skip post_process and drop `data`, ``__del__`` queues the sessions to be
+    discarded and released (a weakref.finalize would do the same at four times the cost).
     """
 
-    __slots__ = ("__weakref__", "finalizer", "held")
+    __slots__ = ("__weakref__", "done", "held")
 
     def __init__(self, held: HeldSessions) -> None:
         self.held = held
-        self.finalizer = weakref.finalize(self, abandoned.put, held)
+        self.done = False
 
     def finish(self, exception: Any) -> None:
-        """Save (unless ``exception``) and release, unless the sessions were abandoned."""
-        if self.finalizer.detach() is not None:
-            self.held.finish(exception)
+        """Save (unless ``exception``) and release the sessions."""
+        self.done = True
+        self.held.finish(exception)
 
+    def abandon(self) -> None:
+        """Discard and release the sessions, since post_process will not come."""
+        if not self.done:
+            self.done = True
+            _abandoned.later(self.held)
 
-class _Reaper:
-    """A thread that releases abandoned sessions within a tenth of a second, for waiters in
-    other processes and on other hosts; in this process, an update or an open() that needs
-    them releases them at once."""
-
-    def __init__(self) -> None:
-        self.pid: int | None = None  # the process whose thread is running
-        self.guard = threading.Lock()
-
-    def start(self) -> None:
-        """Start the thread in this process, unless it runs (a forked child starts its own)."""
-        if self.pid == os.getpid():
-            return
-        with self.guard:
-            if self.pid != os.getpid():
-                thread = threading.Thread(target=self.run, name="tgsession-reaper", daemon=True)
-                thread.start()
-                self.pid = os.getpid()
-
-    def run(self) -> None:
-        # Polls rather than waits on the queue: consuming it only in release_abandoned(),
-        # under its lock, lets any thread that needs a session wait until it is released.
-        while True:
-            time.sleep(0.1)
-            if not abandoned.empty():
-                release_abandoned()
-
-
-_reaper = _Reaper()
+    def __del__(self) -> None:
+        if not self.done:
+            _abandoned.later(self.held)

@@ -118,9 +118,6 @@ class DictModel(SessionModel):
     def dump(self, session: Any) -> dict[str, Any]:
         return session  # type: ignore[no-any-return]
 
-    def build(self, data: dict[str, Any]) -> Any:
-        return Session(data)
-
     def load(self, entry: str, data: dict[str, Any]) -> Any:
         return Session(data)  # the values are JSON values already: nothing to check
 
@@ -281,15 +278,12 @@ def _same_values(stored: list[Any], saved: Sequence[Any]) -> bool:
     """Whether two lists of plain JSON values hold the same values, in any order."""
 
     def counted(values: Sequence[Any]) -> Counter[tuple[type, Any]] | None:
-        if not all(type(value) in _PLAIN for value in values):
+        if not all(type(value) in _convert.SCALARS for value in values):
             return None
         return Counter((_kind(value), value) for value in values)
 
     mine = counted(stored)
     return mine is not None and mine == counted(saved)
-
-
-_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def _kind(value: Any) -> type:

@@ -163,11 +163,11 @@ class LazyTypedSession:
     """Stands in for a dataclass or pydantic session and loads it, taking its lock, on first
     use of an attribute or method.
 
-    Reading, setting and deleting attributes and calling methods work as on the session;
-    ``copy.copy`` and ``copy.deepcopy`` copy the session. ``isinstance`` and functions such as
-    ``dataclasses.asdict`` see the stand-in: where they matter, use ``SessionMiddleware(...,
-    lazy=False)`` or an eager decorator. Its only own attribute is ``_tgsession_loader``, so
-    it hides none of the session's fields.
+    Reading, setting and deleting attributes, calling named methods and ``==`` work as on the
+    session; ``copy.copy`` and ``copy.deepcopy`` copy the session. Other operators, ``len()``,
+    iteration, ``isinstance`` and functions such as ``dataclasses.asdict`` see the stand-in:
+    where they matter, use ``SessionMiddleware(..., lazy=False)`` or an eager decorator. Its
+    only own attribute is ``_tgsession_loader``, so it hides none of the session's fields.
     """
 
     __slots__ = ("_tgsession_loader",)
