@@ -424,24 +424,33 @@ def test_a_frozen_dataclass_is_refused_because_a_handler_cannot_change_it() -> N
         load(with_session(initial=Fixed, storage=MemoryStorage()))
 
 
-def test_the_middleware_hands_telebot_handlers_a_typed_session(
+def test_the_middleware_hands_telebot_handlers_a_lazy_typed_session_they_can_clear(
     bot_api: FakeBotAPI, storage: Any
 ) -> None:
     profiles = with_session(initial=Profile, storage=storage)
     bot = telebot.TeleBot(bot_api.token, threaded=True, num_threads=4, use_class_middlewares=True)
     bot.setup_middleware(SessionMiddleware(profiles))
 
-    @bot.message_handler(commands=["count"])
-    def count(message: Any, session: Profile) -> None:
-        session.count += 1
-        bot.reply_to(message, f"count: {session.count}")
+    @bot.message_handler(commands=["tag"])
+    def tag(message: Any, session: Profile) -> None:
+        assert isinstance(session, LazyTypedSession)
+        session.tags.append(message.text.split()[1])
+        bot.reply_to(message, " ".join(session.tags))
 
-    for _ in range(10):
-        bot_api.push_message(user_id=4, text="/count")
+    @bot.message_handler(commands=["forget"])
+    def forget(message: Any, session: Profile) -> None:
+        tgsession.clear(session)
+        bot.reply_to(message, "forgotten")
+
+    bot_api.push_message(user_id=4, text="/tag a")
+    bot_api.push_message(user_id=5, text="/tag b")
     with polling(bot):
-        replies = bot_api.wait_for_calls(10)
-    assert sorted(int(r["text"].split()[-1]) for r in replies) == list(range(1, 11))
-    assert stored(storage, "session:4") == {"count": 10, "name": "", "tags": []}
+        bot_api.wait_for_calls(2)
+        # Sent after /tag a replied: it waits for that update's lock, so it comes second.
+        bot_api.push_message(user_id=4, text="/forget")
+        assert bot_api.wait_for_calls(3)[-1]["text"] == "forgotten"
+    assert stored(storage, "session:4") is None
+    assert stored(storage, "session:5") == {"count": 0, "name": "", "tags": ["b"]}
 
 
 class Color(str, enum.Enum):
