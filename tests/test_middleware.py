@@ -332,3 +332,30 @@ def test_a_skipped_update_collected_inside_a_storage_lock_is_released_without_de
         gc.enable()
     with counter.open(5) as session:  # released by the reaper, its change discarded
         assert session == {"count": 0}
+
+
+def test_an_update_dispatched_from_inside_a_handler_does_not_finish_the_outer_one_twice(
+    bot_api: FakeBotAPI, tmp_path: Path
+) -> None:
+    # The inner update's pre_process takes the outer call, whose post_process has not come,
+    # for abandoned, and discards it; the outer post_process must then do nothing.
+    counter = with_session(
+        initial=lambda: {"count": 0}, storage=DiskStorage(tmp_path, lock_timeout=5)
+    )
+    bot = telebot.TeleBot(bot_api.token, threaded=False, use_class_middlewares=True)
+    bot.setup_middleware(SessionMiddleware(counter))
+
+    @bot.message_handler(commands=["outer"])
+    def outer(message: Any, session: Any) -> None:
+        session["count"] += 1
+        bot_api.push_message(user_id=9, text="/inner")
+        bot.process_new_updates(bot.get_updates(offset=-1))
+
+    @bot.message_handler(commands=["inner"])
+    def inner(message: Any) -> None:
+        pass
+
+    bot_api.push_message(user_id=8, text="/outer")
+    bot.process_new_updates(bot.get_updates())
+    with counter.open(8) as session:  # released once; the discarded +1 was not written
+        assert session == {"count": 0}

@@ -849,3 +849,18 @@ def test_the_conversion_cache_does_not_keep_dataclasses_alive() -> None:
     del kind
     gc.collect()
     assert not [kind for kind in _convert._plans if kind.__name__.startswith("Passing")]
+
+
+class Flagged(pydantic.BaseModel):
+    flag: bool = False
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")  # about that very 1
+def test_a_pydantic_value_equal_in_python_but_not_to_pydantic_is_refused_at_the_save() -> None:
+    storage = MemoryStorage()
+    manager = with_session(initial=Flagged, storage=storage)
+    with pytest.raises(SessionEncodeError, match=r"'session:1' cannot be saved"):  # noqa: SIM117
+        with manager.open(1) as session:  # the save at the end of this block raises
+            session.flag = 1  # type: ignore[assignment]  # 1 == True, but it loads as True
+    assert storage.read("session:1") is None
+    assert load(manager) == Flagged()

@@ -55,17 +55,20 @@ def release() -> None:
                 held = _dropped.get_nowait()
             except queue.Empty:
                 return
-            if held.opened:
-                logger.error(
-                    "telebot skipped SessionMiddleware.post_process (a middleware cancelled "
-                    "the update or raised, or telebot refused a handler's parameters): "
-                    "sessions %s are discarded and unlocked; register SessionMiddleware first",
-                    [opened.entry for opened in held.opened],
-                )
             try:
-                held.finish(_Abandoned())
-            except Exception:  # no caller to raise to
-                logger.exception("could not release the sessions of an abandoned update")
+                if held.opened:
+                    logger.error(
+                        "telebot skipped SessionMiddleware.post_process (a middleware "
+                        "cancelled the update or raised, or telebot refused a handler's "
+                        "parameters): sessions %s are discarded and unlocked; register "
+                        "SessionMiddleware first",
+                        [opened.entry for opened in held.opened],
+                    )
+            finally:  # released even if logging fails
+                try:
+                    held.finish(_Abandoned())
+                except Exception:  # no caller to raise to
+                    logger.exception("could not release the sessions of an abandoned update")
 
 
 def start() -> None:
@@ -82,14 +85,20 @@ def start() -> None:
 def _run() -> None:
     while True:
         _wake.get()
-        release()
+        try:
+            release()
+        except Exception:  # the thread must go on releasing
+            logger.exception("could not release abandoned sessions")
 
 
-def _forget_thread() -> None:
-    # A forked child has no copy of the thread: the next start() makes its own.
-    global _started
+def _after_fork_in_child() -> None:
+    # The child has no copy of the thread, and may have copied the lock held or the parent's
+    # queued sessions, which the parent releases: it starts afresh.
+    global _dropped, _wake, _releasing, _started
+    _dropped, _wake = queue.SimpleQueue(), queue.SimpleQueue()
+    _releasing = threading.Lock()
     _started = False
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_thread)
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -101,25 +101,36 @@ class _Call:
 
     Should telebot skip post_process and drop `data`, ``__del__`` queues the sessions to be
     discarded and released (a weakref.finalize would do the same at four times the cost).
+    Whichever of finish, abandon and ``__del__`` comes first claims the call; the others do
+    nothing, even when two threads race.
     """
 
-    __slots__ = ("__weakref__", "done", "held")
+    __slots__ = ("__weakref__", "claim", "held")
 
     def __init__(self, held: HeldSessions) -> None:
         self.held = held
-        self.done = False
+        self.claim = [True]  # list.pop is atomic: exactly one caller gets the item
+
+    def _claimed(self) -> bool:
+        try:
+            self.claim.pop()
+        except IndexError:
+            return False
+        return True
 
     def finish(self, exception: Any) -> None:
-        """Save (unless ``exception``) and release the sessions."""
-        self.done = True
-        self.held.finish(exception)
+        """Save (unless ``exception``) and release the sessions, unless already abandoned."""
+        if self._claimed():
+            self.held.finish(exception)
 
     def abandon(self) -> None:
         """Discard and release the sessions, since post_process will not come."""
-        if not self.done:
-            self.done = True
+        if self._claimed():
             _abandoned.later(self.held)
 
     def __del__(self) -> None:
-        if not self.done:
-            _abandoned.later(self.held)
+        # Not contextlib.suppress: at interpreter exit, modules may be gone before this runs.
+        try:  # noqa: SIM105
+            self.abandon()
+        except Exception:  # at interpreter exit, with the queues gone: nothing to release
+            pass
