@@ -20,9 +20,13 @@ from tgsession.testing import FakeBotAPI
 from conftest import RecordingStorage, polling
 
 
-def bot_with(api: FakeBotAPI, *managers: Any) -> telebot.TeleBot:
-    bot = telebot.TeleBot(api.token, threaded=True, num_threads=4, use_class_middlewares=True)
-    bot.setup_middleware(SessionMiddleware(*managers))
+def bot_with(api: FakeBotAPI, *middlewares: BaseMiddleware, threads: int = 4) -> telebot.TeleBot:
+    """A bot with class middlewares, registered in order; ``threads=0`` for an unthreaded one."""
+    bot = telebot.TeleBot(
+        api.token, threaded=threads > 0, num_threads=threads or 1, use_class_middlewares=True
+    )
+    for middleware in middlewares:
+        bot.setup_middleware(middleware)
     return bot
 
 
@@ -30,7 +34,7 @@ def test_handlers_get_their_session_by_name_and_changes_are_saved(
     bot_api: FakeBotAPI, storage: Any
 ) -> None:
     counter = with_session(initial=lambda: {"count": 0}, storage=storage)
-    bot = bot_with(bot_api, counter)
+    bot = bot_with(bot_api, SessionMiddleware(counter))
 
     @bot.message_handler(commands=["count"])
     def count(message: Any, session: Any) -> None:
@@ -47,7 +51,7 @@ def test_handlers_get_their_session_by_name_and_changes_are_saved(
 
 def test_handlers_that_ignore_the_session_make_no_storage_call(bot_api: FakeBotAPI) -> None:
     recording = RecordingStorage()
-    bot = bot_with(bot_api, with_session(storage=recording))
+    bot = bot_with(bot_api, SessionMiddleware(with_session(storage=recording)))
 
     @bot.message_handler(commands=["help"])
     def help_(message: Any) -> None:
@@ -68,7 +72,7 @@ def test_a_handler_that_raises_saves_nothing_and_releases_the_lock(
     bot_api: FakeBotAPI, storage: Any
 ) -> None:
     counter = with_session(initial=lambda: {"count": 0}, storage=storage)
-    bot = bot_with(bot_api, counter)
+    bot = bot_with(bot_api, SessionMiddleware(counter))
 
     @bot.message_handler(commands=["count"])
     def count(message: Any, session: Any) -> None:
@@ -95,7 +99,7 @@ def test_several_sessions_and_other_middleware_values_reach_the_handler(
     chat = with_session(
         key="chat", initial=lambda: {"n": 0}, storage=storage, get_session_key=by_chat
     )
-    bot = bot_with(bot_api, user, chat)
+    bot = bot_with(bot_api, SessionMiddleware(user, chat))
 
     @bot.message_handler(commands=["both"], pass_bot=True)
     def both(message: Any, bot: telebot.TeleBot, user: Any, chat: Any) -> None:
@@ -131,18 +135,21 @@ class Canceller(BaseMiddleware):
         pass
 
 
-class FailingPostProcess(BaseMiddleware):
-    """A middleware before SessionMiddleware whose post_process raises."""
+class FailsOnce(BaseMiddleware):
+    """A middleware whose pre_process or post_process raises for a message saying "fail"."""
 
-    def __init__(self) -> None:
+    def __init__(self, stage: str) -> None:
         super().__init__()
         self.update_types = ["message"]
+        self.stage = stage
 
     def pre_process(self, message: Any, data: dict[str, Any]) -> None:
-        pass
+        if self.stage == "pre_process" and "fail" in message.text:
+            raise RuntimeError("pre_process failed")
 
     def post_process(self, message: Any, data: dict[str, Any], exception: Any) -> None:
-        raise RuntimeError("post_process failed")
+        if self.stage == "post_process" and "fail" in message.text:
+            raise RuntimeError("post_process failed")
 
 
 @pytest.mark.parametrize(
@@ -154,20 +161,17 @@ def test_a_session_is_released_and_discarded_when_telebot_skips_post_process(
     counter = with_session(
         initial=lambda: {"count": 0}, storage=DiskStorage(tmp_path, lock_timeout=5)
     )
-    bot = telebot.TeleBot(bot_api.token, threaded=False, use_class_middlewares=True)
     if order == "cancelled by a later middleware":
-        bot.setup_middleware(SessionMiddleware(counter))
-        bot.setup_middleware(Canceller())
+        bot = bot_with(bot_api, SessionMiddleware(counter), Canceller(), threads=0)
     else:
-        bot.setup_middleware(FailingPostProcess())
-        bot.setup_middleware(SessionMiddleware(counter))
+        bot = bot_with(bot_api, FailsOnce("post_process"), SessionMiddleware(counter), threads=0)
 
     @bot.message_handler(commands=["count"])
     def count(message: Any, session: Any) -> None:
         session["count"] += 1
         bot.reply_to(message, "counted")
 
-    bot_api.push_message(user_id=5, text="/count")
+    bot_api.push_message(user_id=5, text="/count fail")
     updates = bot.get_updates()
     if order == "an earlier post_process raised":
         with pytest.raises(RuntimeError, match="post_process failed"):
@@ -187,8 +191,7 @@ class Visits:
 
 def test_with_lazy_false_handlers_get_the_session_itself(bot_api: FakeBotAPI, storage: Any) -> None:
     visits = with_session(initial=Visits, storage=storage)
-    bot = telebot.TeleBot(bot_api.token, threaded=True, num_threads=4, use_class_middlewares=True)
-    bot.setup_middleware(SessionMiddleware(visits, lazy=False))
+    bot = bot_with(bot_api, SessionMiddleware(visits, lazy=False))
     seen: list[Any] = []
 
     @bot.message_handler(commands=["visit"])
@@ -211,8 +214,7 @@ def test_an_eager_middleware_session_that_fails_to_load_is_released_and_skips_th
     storage = DiskStorage(tmp_path, lock_timeout=5)
     storage.write("session:7", b"not json")
     counter = with_session(storage=storage)
-    bot = telebot.TeleBot(bot_api.token, threaded=False, use_class_middlewares=True)
-    bot.setup_middleware(SessionMiddleware(counter, lazy=False))
+    bot = bot_with(bot_api, SessionMiddleware(counter, lazy=False), threads=0)
     ran: list[Any] = []
     bot.message_handler(commands=["count"])(ran.append)
 
@@ -224,23 +226,6 @@ def test_an_eager_middleware_session_that_fails_to_load_is_released_and_skips_th
     assert storage.read("session:7") is None
 
 
-class FailsOnce(BaseMiddleware):
-    """A middleware whose pre_process or post_process raises for a message saying "fail"."""
-
-    def __init__(self, stage: str) -> None:
-        super().__init__()
-        self.update_types = ["message"]
-        self.stage = stage
-
-    def pre_process(self, message: Any, data: dict[str, Any]) -> None:
-        if self.stage == "pre_process" and "fail" in message.text:
-            raise RuntimeError("pre_process failed")
-
-    def post_process(self, message: Any, data: dict[str, Any], exception: Any) -> None:
-        if self.stage == "post_process" and "fail" in message.text:
-            raise RuntimeError("post_process failed")
-
-
 @pytest.mark.parametrize("stage", ["post_process", "pre_process"])
 def test_a_threaded_bot_releases_a_skipped_update_by_the_workers_next_update(
     bot_api: FakeBotAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture, stage: str
@@ -250,13 +235,10 @@ def test_a_threaded_bot_releases_a_skipped_update_by_the_workers_next_update(
     counter = with_session(
         initial=lambda: {"count": 0}, storage=DiskStorage(tmp_path, lock_timeout=5)
     )
-    bot = telebot.TeleBot(bot_api.token, threaded=True, num_threads=1, use_class_middlewares=True)
     if stage == "post_process":  # one registered before SessionMiddleware fails
-        bot.setup_middleware(FailsOnce(stage))
-        bot.setup_middleware(SessionMiddleware(counter))
+        bot = bot_with(bot_api, FailsOnce(stage), SessionMiddleware(counter), threads=1)
     else:  # one registered after an eager SessionMiddleware fails
-        bot.setup_middleware(SessionMiddleware(counter, lazy=False))
-        bot.setup_middleware(FailsOnce(stage))
+        bot = bot_with(bot_api, SessionMiddleware(counter, lazy=False), FailsOnce(stage), threads=1)
 
     @bot.message_handler(commands=["count"])
     def count(message: Any, session: Any) -> None:
@@ -278,9 +260,7 @@ def test_two_session_middlewares_each_hand_out_their_sessions(
 ) -> None:
     user = with_session(key="user", initial=lambda: {"n": 0}, storage=storage)
     chat = with_session(key="chat", initial=lambda: {"n": 0}, storage=storage)
-    bot = telebot.TeleBot(bot_api.token, threaded=False, use_class_middlewares=True)
-    bot.setup_middleware(SessionMiddleware(user))
-    bot.setup_middleware(SessionMiddleware(chat))
+    bot = bot_with(bot_api, SessionMiddleware(user), SessionMiddleware(chat), threads=0)
 
     @bot.message_handler(commands=["count"])
     def count(message: Any, user: Any, chat: Any) -> None:
@@ -303,9 +283,7 @@ def test_a_skipped_update_collected_inside_a_storage_lock_is_released_without_de
     counter = with_session(
         initial=lambda: {"count": 0}, storage=DiskStorage(tmp_path, lock_timeout=5)
     )
-    bot = telebot.TeleBot(bot_api.token, threaded=False, use_class_middlewares=True)
-    bot.setup_middleware(FailsOnce("post_process"))
-    bot.setup_middleware(SessionMiddleware(counter))
+    bot = bot_with(bot_api, FailsOnce("post_process"), SessionMiddleware(counter), threads=0)
 
     @bot.message_handler(commands=["count"])
     def count(message: Any, session: Any) -> None:
@@ -342,8 +320,7 @@ def test_an_update_dispatched_from_inside_a_handler_does_not_finish_the_outer_on
     counter = with_session(
         initial=lambda: {"count": 0}, storage=DiskStorage(tmp_path, lock_timeout=5)
     )
-    bot = telebot.TeleBot(bot_api.token, threaded=False, use_class_middlewares=True)
-    bot.setup_middleware(SessionMiddleware(counter))
+    bot = bot_with(bot_api, SessionMiddleware(counter), threads=0)
 
     @bot.message_handler(commands=["outer"])
     def outer(message: Any, session: Any) -> None:

@@ -57,11 +57,16 @@ class SessionModel:
     def check(self, entry: str, value: Any) -> Any:
         """Return ``value``, a new session from ``initial()``, or raise if it has another type."""
         if type(value) is not self.type:
-            raise SessionError(
-                f"initial() of session {entry!r} returned a {type(value).__name__} where it "
-                f"first returned a {self.type.__name__}; return one type of session"
-            )
+            raise self.other_type(entry, value)
         return value
+
+    def other_type(self, entry: str, value: Any) -> SessionError:
+        """The error for an ``initial()`` that returned another type than it first did."""
+        first = "dict" if self.type is Session else self.type.__name__
+        return SessionError(
+            f"initial() of session {entry!r} returned a {type(value).__name__} where it "
+            f"first returned a {first}; return one type of session"
+        )
 
     def dump(self, session: Any) -> dict[str, Any]:
         """Return the dict of JSON values that ``session`` is stored as."""
@@ -109,10 +114,7 @@ class DictModel(SessionModel):
 
     def check(self, entry: str, value: Any) -> Any:
         if not isinstance(value, dict):
-            raise SessionError(
-                f"initial() of session {entry!r} returned a {type(value).__name__} where it "
-                "first returned a dict; return one type of session"
-            )
+            raise self.other_type(entry, value)
         return Session(value)
 
     def dump(self, session: Any) -> dict[str, Any]:
