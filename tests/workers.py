@@ -13,17 +13,51 @@ migrate STORE KEY N           N increments of KEY by sessions of version 2, whos
                               from version 1 counts its runs in "migrations"
 hold-then-add STORE KEY SECS  take the lock of KEY, print "locked", sleep SECS, add 100 and
                               save; print "saved", or "lost" (exit 3) if the lock was lost
+reopen-checked STORE KEY N    (disk) while another thread keeps its connection to the store,
+                              close the storage and open the directory again, then apply N
+                              increments; after each, a fresh process reads the session:
+                              print "<count> <count the fresh process saw>"
+fork-checked STORE KEY N      (disk) fork; the parent exits at once, as a daemon's does; the
+                              child lists the sessions before its first open(), then goes on
+                              as reopen-checked does
+counted STORE KEY N [HOLD]    N increments, each holding the session HOLD seconds and
+                              printing "<count>" once saved ("failed <error>" for one that
+                              raised); for tests that count saves
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import threading
 import time
 from typing import Any
 
-from tgsession import DiskStorage, SessionLockLost, with_session
+from tgsession import DiskStorage, SessionError, SessionLockLost, with_session
+
+# A fresh process that prints the count stored under session KEY of the disk store DIRECTORY.
+READ_COUNT = (
+    "import json, sys; from tgsession import DiskStorage; "
+    "data = DiskStorage(sys.argv[1]).read('session:' + sys.argv[2]); "
+    "print(json.loads(data)['count'] if data else 0)"
+)
+
+
+def checked_increments(counter: Any, directory: str, key: str, times: int) -> None:
+    """Apply ``times`` increments; after each, print it and what a fresh process reads."""
+    for _ in range(times):
+        with counter.open(key) as session:
+            session["count"] += 1
+            count = session["count"]
+        seen = subprocess.run(
+            [sys.executable, "-c", READ_COUNT, directory, key],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        print(count, seen, flush=True)
 
 
 def open_store(spec: dict[str, Any]) -> Any:
@@ -109,6 +143,40 @@ def main() -> None:
             print("lost", error, flush=True)
             sys.exit(3)
         print("saved", flush=True)
+    elif command == "reopen-checked":
+        directory, connected = spec["disk"], threading.Event()
+
+        def keep_a_connection() -> None:
+            counter.storage.read("session:" + key)  # this thread's own SQLite connection
+            connected.set()
+            threading.Event().wait()  # lives on, and so does its connection
+
+        threading.Thread(target=keep_a_connection, daemon=True).start()
+        connected.wait()
+        counter.storage.close()  # type: ignore[attr-defined]
+        reopened = with_session(
+            initial=lambda: {"count": 0},
+            storage=DiskStorage(directory),
+            get_session_key=lambda update: update,
+        )
+        checked_increments(reopened, directory, key, int(sys.argv[4]))
+    elif command == "fork-checked":
+        if os.fork():
+            os._exit(0)
+        list(counter.items())  # the child's first use of the store: a listing
+        checked_increments(counter, spec["disk"], key, int(sys.argv[4]))
+    elif command == "counted":
+        hold = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
+        for _ in range(int(sys.argv[4])):
+            try:
+                with counter.open(key) as session:
+                    session["count"] += 1
+                    count = session["count"]
+                    time.sleep(hold)
+            except SessionError as error:
+                print("failed", error, flush=True)
+                continue
+            print(count, flush=True)
     print("done", flush=True)
 
 

@@ -45,3 +45,13 @@ class SessionLockLost(SessionError):
 
 class SessionStorageError(SessionError):
     """The storage failed to read, write or lock a session."""
+
+
+def describe(error: BaseException) -> str:
+    """``error`` as a message can quote it: its type and its own text.
+
+    Not ``repr``: redis-py 8 gives its errors a repr without their text (no host, no port, no
+    "Connection refused"), which is what a reader needs.
+    """
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

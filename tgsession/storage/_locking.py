@@ -7,12 +7,40 @@ store) and only one thread per key and process ever competes for the store's loc
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Hashable
+from typing import Any, Callable, TypeVar
 
 from ..errors import SessionLockTimeout
+
+T = TypeVar("T")
+
+# What each live owner of per-process lock state does in a forked child (see
+# reset_in_children). Values are plain functions, so that they keep no owner alive.
+_child_resets: weakref.WeakKeyDictionary[Any, Callable[[Any], None]] = weakref.WeakKeyDictionary()
+
+
+def reset_in_children(owner: T, reset: Callable[[T], None]) -> None:
+    """Run ``reset(owner)`` in every child forked from this process while ``owner`` lives.
+
+    A child inherits no lock of its parent (lockf locks and Redis tokens are the parent's),
+    but it does inherit copies of the parent's thread locks, held by threads that do not
+    exist in the child: ``reset`` gives the owner fresh ones. Holders from before the fork
+    keep the old state, to release into it harmlessly.
+    """
+    _child_resets[owner] = reset
+
+
+def _reset_in_child() -> None:
+    for owner, reset in list(_child_resets.items()):
+        reset(owner)
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
 
 
 class _Entry:

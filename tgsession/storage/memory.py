@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from ._locking import KeyedLocks, KeyHold
+from ._locking import KeyedLocks, KeyHold, reset_in_children
 
 
 class MemoryStorage:
@@ -23,6 +23,13 @@ class MemoryStorage:
         self._deadlines: dict[str, float] = {}  # time.monotonic() after which a key is gone
         # Guards an expiry check and its deletion against a write in between (purge and
         # keys() check keys that other threads may be saving).
+        self._guard = threading.Lock()
+        self._locks = KeyedLocks()
+        reset_in_children(self, MemoryStorage._forked)
+
+    def _forked(self) -> None:
+        # A child forked while a handler held a session must be able to open it: its copy of
+        # the store is its own, and the parent's threads hold nothing in it.
         self._guard = threading.Lock()
         self._locks = KeyedLocks()
 

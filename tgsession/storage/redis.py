@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,14 +22,21 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from ..errors import SessionDecodeError, SessionLockLost, SessionStorageError
-from ._locking import Backoff, KeyedLocks, lock_timeout
+from ..errors import (
+    SessionDecodeError,
+    SessionError,
+    SessionLockLost,
+    SessionStorageError,
+    describe,
+)
+from ._locking import Backoff, KeyedLocks, lock_timeout, reset_in_children
 
 logger = logging.getLogger("tgsession")
 
-# KEYS: lock, data. ARGV: token, ttl in ms. Flat replies, cheaper to parse than a table:
-# locked (now, or by an earlier run of this call): the entry's bytes, or "" if there is none
-# (encoded sessions are never empty); busy: the milliseconds the holder's lock has left.
+# KEYS: lock, data. ARGV: token, ttl in ms. Replies, flat where it matters:
+# locked (now, or by an earlier run of this call): the entry's bytes, or nil if there is none
+# (an empty entry is bytes too, and refused as undecodable like on every other store);
+# busy: the milliseconds the holder's lock has left, and the holder's token.
 _LOCK_AND_LOAD = """
 local kind = redis.call('TYPE', KEYS[2])['ok']
 if kind ~= 'string' and kind ~= 'none' then
@@ -38,13 +44,13 @@ if kind ~= 'string' and kind ~= 'none' then
 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
         or redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('GET', KEYS[2]) or ''
+    return redis.call('GET', KEYS[2])
 end
 local left = redis.call('PTTL', KEYS[1])
 if left == -1 then
     return redis.error_reply('TGSESSION_FOREIGN_LOCK')
 end
-return math.max(left, 0)
+return {math.max(left, 0), redis.call('GET', KEYS[1]) or ''}
 """
 
 # KEYS: lock, data, done. ARGV: token, action ('keep', 'write' or 'delete'), data, done ttl,
@@ -142,10 +148,12 @@ class _RedisLock:
             state.threads.release(key)
             raise
         state.held[key] = self.held = held
+        _takers[held.token] = threading.get_ident()
         try:
             storage._ensure_renewer(state)
         except BaseException:  # no thread to renew the lock: give it up
             del state.held[key]
+            _takers.pop(held.token, None)
             storage._unlock_quietly(held)
             state.in_use.discard(self)
             state.threads.release(key)
@@ -154,6 +162,7 @@ class _RedisLock:
     def __exit__(self, *exc_info: object) -> None:
         # Unregistered first, so that the renewer never mistakes the release for a loss.
         del self.state.held[self.key]
+        _takers.pop(self.held.token, None)
         try:
             self.storage._save_and_unlock(self.held)
         finally:
@@ -161,17 +170,12 @@ class _RedisLock:
             self.state.threads.release(self.key)
 
 
-_live_storages: weakref.WeakSet[RedisStorage] = weakref.WeakSet()
+# The thread that took each lock this process holds, by token, across RedisStorage objects:
+# a thread that finds a lock busy with a token of its own would wait for itself.
+_takers: dict[bytes, int] = {}
 
-
-def _reset_in_child() -> None:
-    # A forked child inherits no Redis locks of its parent, no renewing thread, and copies
-    # of thread locks that threads of the parent may hold: it starts afresh.
-    for storage in list(_live_storages):
-        storage._state = _ProcessState()
-
-
-os.register_at_fork(after_in_child=_reset_in_child)
+# A forked child holds none of its parent's locks.
+os.register_at_fork(after_in_child=_takers.clear)
 
 
 class RedisStorage:
@@ -216,7 +220,22 @@ class RedisStorage:
         self._closing = False
         self._stop = threading.Event()
         self._state = _ProcessState()
-        _live_storages.add(self)
+        reset_in_children(self, RedisStorage._forked)
+        where = client.connection_pool.connection_kwargs
+        # What this store is, for telling a session held through another object of the same
+        # store: the server's address, the database and the prefix. (A server reached by two
+        # names is recognised too, by the lock's token: see _lock_and_load_entry.)
+        self.identity: tuple[object, ...] = (
+            "redis",
+            where.get("path") or (where.get("host"), where.get("port")),
+            where.get("db", 0),
+            prefix,
+        )
+
+    def _forked(self) -> None:
+        # A forked child inherits no Redis locks of its parent, no renewing thread, and
+        # copies of thread locks that threads of the parent may hold: it starts afresh.
+        self._state = _ProcessState()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStorage:
@@ -300,10 +319,18 @@ class RedisStorage:
                 # The script may have run with its reply lost: free the lock it may hold.
                 self._unlock_quietly(held)
                 raise
-            if isinstance(reply, bytes):
-                return reply or None
+            if reply is None or isinstance(reply, bytes):
+                return reply
+            left, holder = reply
+            if _takers.get(holder) == threading.get_ident():
+                raise SessionError(
+                    f"session {held.key!r} is already open in this thread, through another "
+                    f"RedisStorage on the same server and prefix ({self.prefix!r}): it would "
+                    "wait for itself. Use one storage object per store, and pass the session "
+                    "along instead of opening it again"
+                )
             # Busy: poll again, never sleeping past the holder's expiry.
-            if not backoff.sleep(at_most=max(reply, 1) / 1000):
+            if not backoff.sleep(at_most=max(left, 1) / 1000):
                 raise lock_timeout(held.key, self.lock_timeout)
 
     def _refusal(self, key: str, reply: str) -> Exception:
@@ -324,7 +351,7 @@ class RedisStorage:
         try:
             self._run_save_and_unlock(held, "keep", b"", None)
         except redis.RedisError as error:
-            logger.warning("could not unlock session %r: %r", held.key, error)
+            logger.warning("could not unlock session %r: %s", held.key, describe(error))
 
     def _run_save_and_unlock(self, held: _Held, action: str, data: bytes, ttl: float | None) -> Any:
         keys = [self.lock_key(held.key), self.data_key(held.key), self._done_key(held.key)]
@@ -341,9 +368,14 @@ class RedisStorage:
             applied = self._run_save_and_unlock(held, action, data, held.ttl)
         except redis.RedisError as error:
             raise SessionStorageError(
-                f"could not confirm the save of session {held.key!r}: {error!r}; this update's "
-                f"changes may or may not be stored, and its lock frees itself within "
+                f"could not confirm the save of session {held.key!r}: {describe(error)}; this "
+                f"update's changes may or may not be stored, and its lock frees itself within "
                 f"{self.lock_ttl} s"
+            ) from error
+        except Exception as error:  # failed before anything was sent
+            self._unlock_quietly(held)
+            raise SessionStorageError(
+                f"could not save session {held.key!r}: {describe(error)}; nothing was stored"
             ) from error
         if not applied:
             raise SessionLockLost(
@@ -373,7 +405,9 @@ class RedisStorage:
                         self._renew, [self.lock_key(held.key)], [held.token, self._ttl_ms]
                     )
                 except Exception as error:  # the thread must live on: log and retry later
-                    logger.warning("could not renew the lock of session %r: %r", held.key, error)
+                    logger.warning(
+                        "could not renew the lock of session %r: %s", held.key, describe(error)
+                    )
                     continue
                 if not renewed and state.held.get(held.key) is held:
                     logger.warning("the lock of session %r was lost before its release", held.key)

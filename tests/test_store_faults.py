@@ -1,0 +1,276 @@
+"""Faults of a disk store under a running bot: nothing lost, nothing hung, a clear error.
+
+Each test uses real directories and, where the fault involves them, real processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tgsession import DiskStorage, SessionError, SessionStorageError, with_session
+
+from conftest import child_env, finish_worker, redis_storage, start_worker
+
+
+def disk(directory: Path) -> dict[str, str]:
+    return {"disk": str(directory)}
+
+
+def stored_count(directory: Path, key: str) -> int:
+    storage = DiskStorage(directory)
+    data = storage.read(f"session:{key}")
+    storage.close()
+    return int(json.loads(data or b'{"count": 0}')["count"])
+
+
+def checked_lines(output: str) -> list[tuple[int, int]]:
+    rows = [line.split() for line in output.splitlines() if line != "done"]
+    return [(int(count), int(seen)) for count, seen in rows]
+
+
+# -- The write-ahead log stays under a running process ---------------------------------------
+
+
+def test_a_store_opened_again_while_a_thread_keeps_its_connection_loses_no_save(
+    tmp_path: Path,
+) -> None:
+    # Opening the directory again must not touch the database file with a descriptor of its
+    # own: closing it would drop the process's SQLite locks, and the next process to exit
+    # would delete the write-ahead log that this process still writes to.
+    out = finish_worker(start_worker("reopen-checked", disk(tmp_path), "k", 7))
+    assert checked_lines(out) == [(n, n) for n in range(1, 8)]
+    assert stored_count(tmp_path, "k") == 7
+
+
+def test_a_forked_worker_that_lists_sessions_before_its_first_open_loses_no_save(
+    tmp_path: Path,
+) -> None:
+    worker = start_worker("fork-checked", disk(tmp_path), "k", 7)
+    out = finish_worker(worker)  # the forking parent exits at once: read the child's output
+    assert out.splitlines()[-1] == "done"
+    assert checked_lines(out) == [(n, n) for n in range(1, 8)]
+    assert stored_count(tmp_path, "k") == 7
+
+
+# -- The lock file and the directory deleted under a running bot -----------------------------
+
+
+def test_deleting_the_lock_file_while_bots_run_loses_no_update(tmp_path: Path) -> None:
+    # Processes that were running go on locking the deleted file, processes started after
+    # lock a new one: each must notice, so that every update they report saved is stored.
+    # Each update holds its session 2 ms, so that the first processes (about 1.2 s of
+    # updates) still run when the later ones start.
+    first = [start_worker("counted", disk(tmp_path), "k", 300, 0.002) for _ in range(2)]
+    while stored_count(tmp_path, "k") < 20:  # running, with the old lock file open
+        time.sleep(0.01)
+    (tmp_path / "locks").unlink()
+    later = [start_worker("counted", disk(tmp_path), "k", 150, 0.002) for _ in range(2)]
+    lines = "".join(finish_worker(worker) for worker in first + later).splitlines()
+    saved = sum(line.isdigit() for line in lines)
+    failed = [line for line in lines if line.startswith("failed")]
+    assert all("lock file" in line for line in failed), failed
+    print(f"{saved} updates saved, {len(failed)} refused with SessionLockLost")
+    assert stored_count(tmp_path, "k") == saved
+    assert saved + len(failed) == 900
+
+
+def test_deleting_the_store_directory_makes_every_later_save_fail_naming_it(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "sessions"
+    counter = with_session(initial=lambda: {"count": 0}, storage=DiskStorage(directory))
+    with counter.open(1) as session:
+        session["count"] += 1
+    with pytest.raises(SessionStorageError, match=str(directory)) as caught:  # noqa: SIM117
+        with counter.open(1) as session:
+            shutil.rmtree(directory)  # while a handler holds the session
+            session["count"] += 1
+    assert "deleted" in str(caught.value) and "restart" in str(caught.value)
+    for _ in range(2):  # and every later update, before its handler runs
+        with pytest.raises(SessionStorageError, match=str(directory)), counter.open(1):
+            raise AssertionError("the handler must not run on a deleted store")
+    # A new storage for the path starts an empty store that works.
+    fresh = with_session(initial=lambda: {"count": 0}, storage=DiskStorage(directory))
+    with fresh.open(1) as session:
+        session["count"] += 5
+    assert stored_count(directory, "1") == 5
+
+
+# -- One store, however it is reached ---------------------------------------------------------
+
+
+@pytest.fixture
+def bind_mount(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A directory and a second path to it, a bind mount (root only)."""
+    real, mirror = tmp_path / "real", tmp_path / "mirror"
+    real.mkdir(mode=0o700)
+    mirror.mkdir(mode=0o700)
+    mounted = subprocess.run(["mount", "--bind", str(real), str(mirror)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"bind mounts need root: {mounted.stderr.decode().strip()}")
+    try:
+        yield real, mirror
+    finally:
+        subprocess.run(["umount", "--lazy", str(mirror)], check=True)
+
+
+def test_two_paths_to_one_directory_share_one_set_of_locks(
+    bind_mount: tuple[Path, Path],
+) -> None:
+    real, mirror = bind_mount
+    counters = [
+        with_session(initial=lambda: {"count": 0}, storage=DiskStorage(path))
+        for path in (real, mirror)
+    ]
+
+    def bump(counter: Any) -> None:
+        for _ in range(100):
+            with counter.open("shared") as session:
+                value = session["count"]
+                session["count"] = value + 1
+
+    threads = [threading.Thread(target=bump, args=(counters[i % 2],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for counter in counters:
+        counter.storage.close()  # type: ignore[attr-defined]
+    assert stored_count(real, "shared") == 400
+
+
+def opened_twice(first: Any, second: Any) -> None:
+    """Open session 1 through ``first``, and inside it through ``second``."""
+    outer = with_session(storage=first)
+    inner = with_session(storage=second)
+    with outer.open(1), inner.open(1):
+        raise AssertionError("a second hold of one session must not be granted")
+
+
+def test_two_disk_storages_for_one_directory_are_one_store_to_a_handler(tmp_path: Path) -> None:
+    (tmp_path / "link").symlink_to(tmp_path / "sessions", target_is_directory=True)
+    first = DiskStorage(tmp_path / "sessions")
+    second = DiskStorage(tmp_path / "link", lock_timeout=5)  # no hang, were it not seen
+    with pytest.raises(SessionError, match="already open in this thread"):
+        opened_twice(first, second)
+    assert first.identity == second.identity
+
+
+def test_two_redis_storages_for_one_server_and_prefix_are_one_store_to_a_handler() -> None:
+    from tgsession import RedisStorage
+
+    with redis_storage() as first:
+        # Another object, another connection, another name for the same server.
+        second = RedisStorage.from_url(
+            "redis://localhost:6379/0", prefix=first.prefix, lock_timeout=5
+        )
+        try:
+            with pytest.raises(SessionError, match="already open in this thread"):
+                opened_twice(first, second)
+        finally:
+            second.close()
+        # The first holder released its lock: the session is free again.
+        with with_session(storage=first).open(1):
+            pass
+
+
+# -- Permissions and links ---------------------------------------------------------------------
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_directories_created_for_the_store_are_owner_only_whatever_the_umask(
+    tmp_path: Path,
+) -> None:
+    old = os.umask(0)
+    try:
+        storage = DiskStorage(tmp_path / "a" / "b" / "sessions")
+    finally:
+        os.umask(old)
+    assert [mode(tmp_path / p) for p in ("a", "a/b", "a/b/sessions")] == [0o700] * 3
+    assert mode(tmp_path / "a/b/sessions/cache.db") == 0o600
+    storage.close()
+
+
+@pytest.mark.parametrize("name", ["locks", "cache.db"])
+def test_a_store_file_planted_as_a_symlink_is_refused_and_its_target_untouched(
+    tmp_path: Path, name: str
+) -> None:
+    directory = tmp_path / "sessions"
+    directory.mkdir(mode=0o700)
+    target = tmp_path / "another-application.db"
+    target.write_bytes(b"not yours")
+    (directory / name).symlink_to(target)
+    with pytest.raises(SessionStorageError, match=f"{name} is a symbolic link"):
+        DiskStorage(directory)
+    assert target.read_bytes() == b"not yours"
+
+
+def test_a_store_directory_that_others_can_write_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    directory.chmod(0o777)
+    with pytest.raises(SessionStorageError, match=r"other users.*chmod go-w"):
+        DiskStorage(directory)
+    directory.chmod(0o755)
+    DiskStorage(directory).close()
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file"])
+def test_tgsession_dir_that_cannot_be_a_store_is_a_storage_error_naming_it(
+    tmp_path: Path, where: str
+) -> None:
+    file = tmp_path / "not-a-directory"
+    file.write_text("")
+    path = file if where == "a file" else file / "sessions"
+    script = (
+        "from tgsession import with_session, SessionStorageError\n"
+        "@with_session(get_session_key=lambda u: 1)\n"
+        "def handler(update, session): pass\n"
+        "try:\n"
+        "    handler(None)\n"
+        "except SessionStorageError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=child_env(TGSESSION_DIR=str(path)),
+        check=True,
+    )
+    assert f"cannot use {path} as a session store" in result.stdout
+    assert "TGSESSION_DIR" in result.stdout
+
+
+def test_the_default_store_logs_its_absolute_path_once(tmp_path: Path) -> None:
+    script = (
+        "import logging; logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+        "from tgsession import with_session\n"
+        "counter = with_session(get_session_key=lambda u: 1)\n"
+        "for _ in range(3):\n"
+        "    with counter.open(1): pass\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=child_env(),
+        check=True,
+    )
+    assert result.stderr.count(f"sessions are stored in {tmp_path / '.tgsession'}") == 1
