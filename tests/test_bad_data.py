@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,123 @@ def test_pickled_value_in_the_directory_is_refused_not_unpickled(tmp_path: Path)
     assert not (tmp_path / "pwned").exists()
     assert pickle.dumps(None)  # pickle itself still works; only the store refuses it
     storage.close()
+
+
+class Trap:
+    """Unpickling it leaves a file behind, as an attacker's code would run."""
+
+    def __init__(self, mark: Path) -> None:
+        self.mark = mark
+
+    def __reduce__(self) -> Any:
+        return (Path.touch, (self.mark,))
+
+
+def test_listing_never_unpickles_a_key_that_another_program_stored(tmp_path: Path) -> None:
+    cache = diskcache.Cache(tmp_path / "sessions")
+    cache.set(("session", Trap(tmp_path / "pwned")), b"{}")  # a tuple key: diskcache pickles it
+    cache.set("session:1", b'{"count":1}')
+    cache.close()
+    manager = counter(DiskStorage(tmp_path / "sessions"))
+    assert list(manager.keys()) == ["1"]
+    assert list(manager.items()) == [("1", {"count": 1})]
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_row_naming_a_file_outside_the_store_is_never_read_nor_deleted(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere" / "data.json"
+    outside.parent.mkdir()
+    outside.write_text('{"count": 99}')
+    directory = tmp_path / "sessions"
+    cache = diskcache.Cache(directory, disk_min_file_size=0)  # values in files of their own
+    cache.set("session:1", b'{"count":1}')
+    cache.close()
+    with sqlite3.connect(directory / "cache.db") as db:  # the planted row
+        db.execute("UPDATE Cache SET filename = ? WHERE key = 'session:1'", (str(outside),))
+    db.close()
+    storage = DiskStorage(directory)
+    with pytest.raises(SessionDecodeError, match=r"'session:1'.*a file outside the database"):
+        counter(storage).open(1).__enter__()
+    assert counter(storage).delete(1) is True  # the row goes, as the error advises
+    storage.purge()
+    assert outside.read_text() == '{"count": 99}'
+    assert storage.read("session:1") is None
+
+
+def test_an_empty_stored_value_is_refused_on_every_storage_and_left_untouched(
+    storage: Any,
+) -> None:
+    if hasattr(storage, "client"):  # Redis: put it there as another program would
+        storage.client.set(storage.data_key("session:1"), b"")
+    else:
+        storage.write("session:1", b"")
+    with pytest.raises(SessionDecodeError, match="'session:1'"):
+        counter(storage).open(1).__enter__()
+    assert storage.read("session:1") == b""
+
+
+def nested(levels: int) -> Any:
+    value: Any = 0
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_a_session_nested_too_deeply_to_load_everywhere_is_refused_at_save(storage: Any) -> None:
+    manager = counter(storage)
+    with manager.open(1) as session:
+        session["deep"] = nested(98)  # the session is level 1: 99 levels of lists below it
+    with (
+        pytest.raises(SessionEncodeError, match=r"'session:1'.*session\['deep'\](\[0\])+ lies 101"),
+        manager.open(1) as session,
+    ):
+        session["deep"] = nested(100)
+    assert json.loads(storage.read("session:1"))["deep"] == nested(98)
+
+    def deep_handler(depth: int) -> Any:  # loads it with 600 frames below it
+        if depth:
+            return deep_handler(depth - 1)
+        with manager.open(1) as session:
+            return session["deep"]
+
+    assert deep_handler(600) == nested(98)
+
+
+def test_stored_json_nested_too_deeply_is_a_decode_error_naming_the_key(storage: Any) -> None:
+    data = b'{"deep":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    storage.write("session:1", data)
+    with pytest.raises(SessionDecodeError, match=r"'session:1'.*nested too deeply"):
+        counter(storage).open(1).__enter__()
+    assert storage.read("session:1") == data
+
+
+def test_error_messages_name_fields_but_never_quote_session_values() -> None:
+    pydantic = pytest.importorskip("pydantic")
+
+    class Account(pydantic.BaseModel):  # type: ignore[misc,name-defined]
+        api_token: str = ""
+        age: int = 0
+
+        @pydantic.model_validator(mode="after")  # type: ignore[misc]
+        def adult(self) -> Any:
+            if self.age < 0:
+                raise ValueError("age must not be negative")
+            return self
+
+    from tgsession import MemoryStorage
+
+    storage = MemoryStorage()
+    manager = with_session(initial=Account, storage=storage)
+    for stored in (
+        {"api_token": "SECRET-TOKEN", "age": "SECRET-AGE"},
+        {"api_token": "SECRET-TOKEN", "age": -1},
+        {"api_token": "SECRET-TOKEN", "extra": "SECRET-EXTRA"},
+    ):
+        storage.write("session:1", json.dumps(stored).encode())
+        with pytest.raises(SessionDecodeError) as caught:
+            manager.open(1).__enter__()
+        assert "'session:1'" in str(caught.value)
+        assert "SECRET" not in str(caught.value), str(caught.value)
 
 
 def test_every_error_is_a_session_error_and_exported() -> None:

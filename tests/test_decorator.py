@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 from typing import Any
 
 import pytest
@@ -98,14 +99,37 @@ def test_initial_is_called_for_every_new_session() -> None:
         made.append({"items": []})
         return made[-1]
 
-    @with_session(initial=initial, storage=MemoryStorage(), get_session_key=by_key)
+    storage = MemoryStorage()
+
+    @with_session(initial=initial, storage=storage, get_session_key=by_key)
     def handler(update: Update, session: dict[str, Any]) -> None:
         session["items"].append(update.key)
 
     handler(Update(1))
     handler(Update(2))
-    assert made == [{"items": [1]}, {"items": [2]}]
-    assert made[0] is not made[1]
+    assert len(made) >= 2  # once per new session (and once more to learn the type)
+    assert storage.read("session:1") == b'{"items":[1]}'
+    assert storage.read("session:2") == b'{"items":[2]}'
+
+
+def test_a_new_session_shares_nothing_with_what_initial_returned() -> None:
+    # One shared dict returned by initial(): its nested list must not carry one user's cart
+    # into another user's new session.
+    shared = {"cart": [], "profile": {"tags": []}}
+    storage = MemoryStorage()
+
+    @with_session(initial=lambda: shared, storage=storage, get_session_key=by_key)
+    def add(update: Update, session: dict[str, Any]) -> None:
+        session["cart"].append(f"item of {update.key}")
+        session["profile"]["tags"].append(update.key)
+
+    add(Update(1))
+    add(Update(2))
+    assert shared == {"cart": [], "profile": {"tags": []}}
+    assert json.loads(storage.read("session:2") or b"") == {
+        "cart": ["item of 2"],
+        "profile": {"tags": [2]},
+    }
 
 
 def test_initial_that_does_not_return_a_dict_is_a_session_error() -> None:

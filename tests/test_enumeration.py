@@ -94,3 +94,25 @@ def test_redis_keys_of_a_prefix_with_glob_characters_match_only_that_prefix() ->
         fill(other, 3)
         manager = fill(storage, 2)
         assert sorted(manager.keys()) == ["0", "1"]
+
+
+def test_items_can_go_past_sessions_that_cannot_be_loaded_and_report_them(storage: Any) -> None:
+    manager = fill(storage, 4)
+    storage.write("session:1", b"corrupt")
+    storage.write("session:2", b'{"$v": 9}')  # saved by newer code
+    with pytest.raises(SessionError, match=r"'session:[12]'"):
+        dict(manager.items())  # by default, the first bad one stops the listing
+    bad: dict[str, SessionError] = {}
+    good = dict(manager.items(on_error=lambda key, error: bad.setdefault(key, error)))
+    assert good == {"0": {"n": 0}, "3": {"n": 3}}
+    assert sorted(bad) == ["1", "2"]
+    assert "'session:2'" in str(bad["2"]) and "newer code" in str(bad["2"])
+
+
+def test_delete_and_delete_many_count_only_what_was_deleted(storage: Any) -> None:
+    manager = fill(storage, 3)
+    assert manager.delete(0) is True
+    assert manager.delete(0) is False
+    # Missing keys and a key given twice (as Redis' SCAN may return one) count once at most.
+    assert manager.delete_many(["1", "1", "7", 2]) == 2
+    assert list(manager.keys()) == []

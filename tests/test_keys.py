@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -258,6 +259,36 @@ def test_key_function_returning_a_non_id_is_a_clear_error() -> None:
 
     with pytest.raises(SessionKeyError, match="str or int"):
         handler(object())
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_key_function_that_raises_is_a_key_error_naming_the_update_type(lazy: bool) -> None:
+    def by_chat_and_topic(update: Any) -> str:  # no .chat on a callback query: AttributeError
+        return f"{update.chat.id}:{update.message_thread_id}"
+
+    @with_session(storage=MemoryStorage(), lazy=lazy, get_session_key=by_chat_and_topic)
+    def handler(update: Any, session: Any) -> None:
+        session["seen"] = True
+
+    payload = UPDATES["callback_query"][0]
+    with pytest.raises(SessionKeyError) as raised:
+        handler(parse("callback_query", payload))
+    text = str(raised.value)
+    assert "by_chat_and_topic() raised AttributeError" in text and "CallbackQuery" in text
+    assert isinstance(raised.value.__cause__, AttributeError)
+
+
+def test_the_readme_topic_key_function_keys_messages_and_callback_queries() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = readme.split("def by_topic(update):", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec("def by_topic(update):" + code, namespace)  # the README's own example, as written
+    by_topic = namespace["by_topic"]
+    topic = message(message_thread_id=7, is_topic_message=True)
+    assert by_topic(parse("message", topic)) == "-100:7"
+    assert by_topic(parse("message", message())) == "-100:0"
+    assert by_topic(parse("callback_query", UPDATES["callback_query"][0])) == "-100:0"
+    assert by_topic(parse("inline_query", UPDATES["inline_query"][0])) is None
 
 
 def test_custom_key_function_chooses_the_session() -> None:

@@ -104,3 +104,31 @@ def test_repr_of_an_unloaded_lazy_session_does_not_load_it(recording: RecordingS
 
     assert handler(Update(1)) == "<LazySession, not loaded>"
     assert recording.calls == []
+
+
+def test_a_lazy_session_first_used_by_two_threads_of_its_handler_is_loaded_once_and_shared(
+    recording: RecordingStorage,
+) -> None:
+    @with_session(lazy=True, storage=recording, get_session_key=by_key)
+    def handler(update: Update, session: Any) -> None:
+        start = threading.Barrier(8)
+
+        def use() -> None:
+            start.wait()
+            session.setdefault("seen", 0)
+            session["seen"] += 1  # under the GIL: the shared dict counts every thread
+
+        threads = [threading.Thread(target=use) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(5)
+        assert not any(thread.is_alive() for thread in threads), "a thread hung on the load"
+
+    for _ in range(20):
+        done = threading.Thread(target=handler, args=(Update(1),))
+        done.start()
+        done.join(15)
+        assert not done.is_alive(), "the handler hung"
+    assert recording.of("lock") == ["session:1"] * 20
+    assert json.loads(recording.inner.read("session:1")) == {"seen": 160}

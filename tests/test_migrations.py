@@ -169,6 +169,11 @@ def test_versions_and_migrations_are_checked_when_the_session_is_declared(
         with_session(storage=MemoryStorage(), version=version, migrations=migrations)
 
 
+def test_a_migration_that_is_not_callable_is_a_type_error_when_the_session_is_declared() -> None:
+    with pytest.raises(TypeError, match=r"migrations \[2\] are not callable"):
+        with_session(storage=MemoryStorage(), version=2, migrations={2: "not callable"})  # type: ignore[dict-item]
+
+
 @pytest.mark.parametrize("backend", ["disk", "redis"])
 def test_processes_loading_one_old_session_migrate_it_once_and_lose_no_update(
     tmp_path: Path, backend: str

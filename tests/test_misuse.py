@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import sys
 import threading
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tgsession import MemoryStorage, SessionDecodeError, SessionError, by_user, with_session
+from tgsession import (
+    DiskStorage,
+    MemoryStorage,
+    SessionDecodeError,
+    SessionError,
+    by_user,
+    with_session,
+)
 
-from conftest import Update, by_key, child_env
+from conftest import Update, by_key, child_env, redis_storage
 
 
 def counter(storage: Any = None, **options: Any) -> Any:
@@ -285,3 +295,76 @@ def test_the_storage_lock_hears_of_the_handlers_exception() -> None:
     with pytest.raises(KeyError):
         handler(Update(1), fail=True)
     assert exits == [None, KeyError]
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk", "redis"])
+def test_a_child_forked_inside_a_handler_can_open_the_session_once_the_parent_saved_it(
+    kind: str, tmp_path: Path
+) -> None:
+    with ExitStack() as stack:
+        if kind == "memory":
+            storage: Any = MemoryStorage()
+        elif kind == "disk":
+            storage = DiskStorage(tmp_path)
+        else:
+            storage = stack.enter_context(redis_storage())
+        manager = counter(storage)
+        read, write = os.pipe()
+
+        @manager
+        def handler(update: Update, session: Any) -> int:
+            session["count"] += 1
+            pid = os.fork()
+            if pid == 0:  # the child holds no lock of the parent's, whatever it inherited
+                code = 1
+                try:
+                    with manager.open(1) as mine:  # waits for the parent's save
+                        os.write(write, str(mine["count"]).encode())
+                    code = 0
+                finally:
+                    os._exit(code)
+            return pid
+
+        pid = handler(Update(1))
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+        seen = os.read(read, 100).decode()
+        os.close(read)
+        assert os.waitstatus_to_exitcode(status) == 0
+        # A memory store is the process's own: the child sees its copy, saved in neither.
+        assert seen == ("0" if kind == "memory" else "1")
+        with manager.open(1) as session:
+            assert session["count"] == 1
+
+
+@pytest.mark.parametrize("kind", ["disk", "redis"])
+def test_a_child_forked_inside_a_handler_that_returns_through_it_saves_nothing_of_the_parents(
+    kind: str, tmp_path: Path
+) -> None:
+    # A forked child that leaves the handler normally (as a worker pool's child may) must not
+    # save or release sessions that its parent holds: the parent's save would be refused.
+    with ExitStack() as stack:
+        storage = DiskStorage(tmp_path) if kind == "disk" else stack.enter_context(redis_storage())
+        manager = counter(storage)
+
+        @manager
+        def handler(update: Update, session: Any) -> int:
+            session["count"] += 1
+            pid = os.fork()
+            if pid == 0:
+                session["count"] = 100  # the child's copy, which must not be saved
+            else:
+                os.waitpid(pid, 0)  # the child has left the handler by now
+            return pid
+
+        parent = os.getpid()
+        code = 1
+        try:
+            pid = handler(Update(1))
+            code = 0
+        finally:
+            if os.getpid() != parent:  # the child, back from the handler: no pytest here
+                os._exit(code)
+        assert pid != 0
+        with manager.open(1) as session:
+            assert session["count"] == 1

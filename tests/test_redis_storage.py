@@ -429,3 +429,41 @@ def test_lock_timeout_bounds_the_wait_for_a_busy_session() -> None:
         finally:
             holder.kill()
             holder.wait(10)
+
+
+def test_a_connection_failure_names_the_session_the_server_and_the_cause() -> None:
+    from tgsession import RedisStorage
+
+    port = free_port()  # nothing listens there
+    storage = RedisStorage.from_url(f"redis://127.0.0.1:{port}/0")
+    with pytest.raises(SessionStorageError) as caught:
+        with_session(storage=storage).open(1).__enter__()
+    message = str(caught.value)
+    assert "'session:1'" in message
+    assert f"127.0.0.1:{port}" in message and "Connection refused" in message
+
+
+def test_a_refused_password_is_named_in_the_error() -> None:
+    from tgsession import RedisStorage
+
+    url = redis_url().replace("redis://", "redis://someone:wrong-password@")
+    storage = RedisStorage.from_url(url)
+    with pytest.raises(SessionStorageError) as caught:
+        with_session(storage=storage).open(1).__enter__()
+    message = str(caught.value)
+    assert "'session:1'" in message and "password" in message
+    assert "wrong-password" not in message
+
+
+def test_a_save_that_fails_before_reaching_redis_releases_the_lock_at_once() -> None:
+    with redis_storage(lock_ttl=30) as storage:
+        manager = with_session(storage=storage)
+        manager.ttl = float("inf")  # past the check at with_session: an impossible expiry
+        with pytest.raises(SessionStorageError, match="nothing was stored"):  # noqa: SIM117
+            with manager.open(1) as session:
+                session["x"] = 1
+        manager.ttl = None
+        started = time.monotonic()
+        with manager.open(1) as session:
+            assert session == {}
+        assert time.monotonic() - started < 5, "the lock was left held for lock_ttl"

@@ -84,8 +84,8 @@ def difference(loaded: Any, session: Any, where: str = "the session") -> str | N
         if _is_number(loaded) and _is_number(session) and loaded == session:
             return None
         return (
-            f"{where} holds {session!r}, a {type(session).__name__}, which would load back "
-            f"as {loaded!r}, a {type(loaded).__name__}"
+            f"{where} holds a {type(session).__name__}, which would load back as a "
+            f"{type(loaded).__name__}"
         )
     if isinstance(session, (list, tuple)):
         if len(loaded) != len(session):
@@ -109,11 +109,7 @@ def difference(loaded: Any, session: Any, where: str = "the session") -> str | N
             if problem is not None:
                 return problem
         return None
-    return (
-        None
-        if loaded == session
-        else f"{where} holds {session!r}, which would load back as {loaded!r}"
-    )
+    return None if loaded == session else f"{where} would load back as another value"
 
 
 def _is_number(value: Any) -> bool:
@@ -272,7 +268,7 @@ def _exact(kind: type, name: str) -> Converter:
     def convert(value: Any) -> Any:
         if type(value) is kind:
             return value
-        raise Wrong(f"is {value!r}, not a {name}")
+        raise Wrong(f"is {_a(value)}, not a {name}")
 
     return convert
 
@@ -286,7 +282,7 @@ def _float(value: Any) -> Any:
             return float(value)
         except OverflowError:
             raise Wrong(f"is {value}, too large for a float") from None
-    raise Wrong(f"is {value!r}, not a float")
+    raise Wrong(f"is {_a(value)}, not a float")
 
 
 _SIMPLE: dict[Any, Converter] = {
@@ -321,10 +317,10 @@ def _union(options: tuple[Any, ...]) -> Converter:
         if not fits:
             if len(misfits) == 1:  # Optional[X]: say why the value is no X
                 raise misfits[0]
-            raise Wrong(f"is {value!r}, which is none of {', '.join(map(_name, options))}")
+            raise Wrong(f"is {_a(value)}, which is none of {', '.join(map(_name, options))}")
         if len({type(result) for result in fits}) > 1:
             raise Wrong(
-                f"is {value!r}, which fits each of "
+                f"is {_a(value)}, which fits each of "
                 f"{', '.join(_name(type(result)) for result in fits)}: JSON does not record "
                 "which one it was, so make the union's types tell apart by their fields"
             )
@@ -338,7 +334,7 @@ def _literal(options: tuple[Any, ...]) -> Converter:
         for option in options:
             if option == value and isinstance(option, bool) == isinstance(value, bool):
                 return option  # the option itself: an enum member where the option is one
-        raise Wrong(f"is {value!r}, not one of {list(options)}")
+        raise Wrong(f"is {_a(value)}, not one of {list(options)}")
 
     return convert
 
@@ -348,7 +344,7 @@ def _enum(kind: type[enum.Enum]) -> Converter:
         try:
             return kind(value)
         except ValueError:
-            raise Wrong(f"is {value!r}, not a value of {kind.__name__}") from None
+            raise Wrong(f"is {_a(value)}, not a value of {kind.__name__}") from None
 
     return convert
 
@@ -356,7 +352,7 @@ def _enum(kind: type[enum.Enum]) -> Converter:
 def _sequence(item: Converter, as_tuple: bool) -> Converter:
     def convert(value: Any) -> Any:
         if type(value) is not list:
-            raise Wrong(f"is {value!r}, not a list")
+            raise Wrong(f"is {_a(value)}, not a list")
         items = []
         for i, element in enumerate(value):
             try:
@@ -371,7 +367,7 @@ def _sequence(item: Converter, as_tuple: bool) -> Converter:
 def _fixed_tuple(items: list[Converter]) -> Converter:
     def convert(value: Any) -> Any:
         if type(value) is not list or len(value) != len(items):
-            raise Wrong(f"is {value!r}, not a list of {len(items)} items")
+            raise Wrong(f"is {_a(value)}, not a list of {len(items)} items")
         result = []
         for i, (element, item) in enumerate(zip(value, items)):
             try:
@@ -386,7 +382,7 @@ def _fixed_tuple(items: list[Converter]) -> Converter:
 def _mapping(key: Converter, item: Converter) -> Converter:
     def convert(value: Any) -> Any:
         if type(value) is not dict:
-            raise Wrong(f"is {value!r}, not an object")
+            raise Wrong(f"is {_a(value)}, not an object")
         result = {}
         for name, element in value.items():
             converted = key(name)  # a wrong key is an error of this mapping itself
@@ -436,6 +432,11 @@ def json_key(key: Any) -> str:
     if isinstance(key, enum.Enum):
         return json_key(key.value)
     return json.dumps(key)
+
+
+def _a(value: Any) -> str:
+    """What ``value`` is, for a message that must not quote it (it may be a secret)."""
+    return f"a {type(value).__name__}"
 
 
 def _name(hint: Any) -> str:

@@ -16,7 +16,8 @@ from telebot import util
 from telebot.handler_backends import BaseMiddleware
 
 from . import _abandoned
-from .manager import HeldSessions, SessionManager
+from .call import HeldSessions
+from .manager import SessionManager
 
 logger = logging.getLogger("tgsession")
 

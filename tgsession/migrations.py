@@ -32,6 +32,12 @@ class Migrations:
                 f"migrations {wrong} are outside 2..{version}: migrations[n] turns a version "
                 "n-1 session into version n, up to the current version"
             )
+        uncallable = sorted(n for n, step in steps.items() if not callable(step))
+        if uncallable:
+            raise TypeError(
+                f"migrations {uncallable} are not callable: each must be a function that "
+                "takes the older session (a dict) and returns the newer one"
+            )
         self.version = version
         self.steps = steps
 

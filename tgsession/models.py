@@ -182,6 +182,7 @@ class PydanticModel(SessionModel):
         # Computed fields are dumped but not accepted back (with extra="forbid", refused).
         computed = getattr(cls, "model_computed_fields", {})
         self.computed = [info.alias or name for name, info in computed.items()]
+        self.has_sets = _may_hold_sets(cls)
 
     def dump(self, session: Any) -> dict[str, Any]:
         data = session.model_dump(mode="json", by_alias=True)
@@ -190,6 +191,11 @@ class PydanticModel(SessionModel):
                 f"a {type(session).__name__} dumps to a {type(data).__name__}, and sessions "
                 "are stored as objects: use a model with fields, not a RootModel"
             )
+        if self.has_sets:
+            # pydantic writes a set in its iteration order, which differs between processes
+            # (string hashes are salted per process): sorted, equal sessions give equal bytes.
+            data = _order_sets(session.model_dump(by_alias=True), data)
+            assert isinstance(data, dict)
         for name in self.computed:
             data.pop(name, None)
         return data
@@ -211,9 +217,11 @@ class PydanticModel(SessionModel):
     def difference(self, loaded: Any, session: Any) -> str | None:
         # pydantic's own comparison of the fields (sets compare as sets), leaving private
         # attributes out: they are not saved, by pydantic's design.
-        if loaded.model_dump() == session.model_dump():
+        loaded_fields, fields = loaded.model_dump(), session.model_dump()
+        if loaded_fields == fields:
             return None
-        return f"it holds {session!r}, which would load back as {loaded!r}"
+        names = sorted(name for name in fields if fields[name] != loaded_fields.get(name))
+        return f"the fields {names} would load back as other values"
 
 
 def _validation_problems(error: Exception) -> str:
@@ -221,11 +229,63 @@ def _validation_problems(error: Exception) -> str:
     errors = getattr(error, "errors", None)
     if not callable(errors):
         return f"validation raised {error!r}"
+    # Not the input itself: it may be the whole session, secrets included.
     return "; ".join(
-        f"the session.{'.'.join(map(str, problem['loc']))}: {problem['msg']} "
-        f"(found {problem.get('input')!r})"
+        f"{'.'.join(['the session', *map(str, problem['loc'])])}: {problem['msg']} "
+        f"(found a {type(problem.get('input')).__name__})"
         for problem in errors()
     )
+
+
+def _may_hold_sets(cls: type) -> bool:
+    """Whether a pydantic model's fields may hold sets, by its JSON schema ("uniqueItems")."""
+    try:
+        schema = cls.model_json_schema()  # type: ignore[attr-defined]
+    except Exception:  # a type without a schema: cannot tell, so order on every save
+        return True
+    return _has_key(schema, "uniqueItems")
+
+
+def _has_key(node: Any, key: str) -> bool:
+    if isinstance(node, dict):
+        return key in node or any(_has_key(value, key) for value in node.values())
+    if isinstance(node, list):
+        return any(_has_key(value, key) for value in node)
+    return False
+
+
+def _order_sets(python: Any, data: Any) -> Any:
+    """``data``, a model's JSON dump, with each list that is a set in ``python`` (the same
+    model's Python dump) sorted."""
+    if isinstance(python, (set, frozenset)) and isinstance(data, list):
+        if all(type(value) in _convert.SCALARS for value in data):
+            return sorted(data, key=_canonical)
+        # Elements that are themselves tuples or sets: rebuilt from the Python values, since
+        # a copied set may iterate in another order than the one pydantic dumped.
+        return sorted((_set_element(value) for value in python), key=_canonical)
+    if isinstance(python, dict) and isinstance(data, dict):
+        return {
+            key: _order_sets(inner, value)
+            for (key, value), inner in zip(data.items(), python.values())
+        }
+    if isinstance(python, (list, tuple)) and isinstance(data, list):
+        return [_order_sets(inner, value) for inner, value in zip(python, data)]
+    return data
+
+
+def _set_element(value: Any) -> Any:
+    """The JSON value of a set's element, with the sets inside it sorted."""
+    if isinstance(value, (set, frozenset)):
+        return sorted((_set_element(item) for item in value), key=_canonical)
+    if isinstance(value, tuple):
+        return [_set_element(item) for item in value]
+    from pydantic_core import to_jsonable_python  # only pydantic sessions get here
+
+    return to_jsonable_python(value)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
 def model_of(entry: str, value: Any) -> SessionModel:
@@ -273,7 +333,12 @@ def _difference(stored: Any, saved: Any, where: str) -> str | None:
         return None
     if _kind(stored) == _kind(saved) and stored == saved:
         return None
-    return f"{where} is stored as {stored!r} but would be saved as {saved!r}"
+    if _kind(stored) != _kind(saved):
+        return (
+            f"{where} is stored as a {type(stored).__name__} but would be saved as a "
+            f"{type(saved).__name__}"
+        )
+    return f"{where} would be saved as another value than the one stored"
 
 
 def _same_values(stored: list[Any], saved: Sequence[Any]) -> bool:

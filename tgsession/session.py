@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Callable, Protocol
 
@@ -69,25 +70,34 @@ def _real(session: object) -> object:
 
 
 class Loader:
-    """Loads the session behind a lazy stand-in on first use, taking its lock."""
+    """Loads the session behind a lazy stand-in on first use, taking its lock.
 
-    __slots__ = ("load", "value")
+    Threads a handler starts may use its lazy session at once: the first loads it, the others
+    wait for that and share it (a second load would wait for the first's lock for ever).
+    """
+
+    __slots__ = ("guard", "load", "value")
 
     def __init__(self, load: Callable[[], Any]) -> None:
         self.load = load
         self.value: Any = None
+        self.guard = threading.Lock()
 
     def get(self) -> Any:
         """The session, loaded now if it was not yet."""
         value = self.value
         if value is None:
-            value = self.value = self.load()
+            with self.guard:
+                value = self.value
+                if value is None:
+                    value = self.value = self.load()
         return value
 
     def close(self, load: Callable[[], Any]) -> None:
         """Forget the session and use ``load`` on any later use (the handler has returned)."""
-        self.value = None
-        self.load = load
+        with self.guard:
+            self.value = None
+            self.load = load
 
 
 class LazySession(MutableMapping[str, Any]):

@@ -1,0 +1,171 @@
+"""OpenSession: one session held under its storage's lock, from its load to its save.
+
+It also keeps the record of which sessions each thread holds: a storage's lock is not
+re-entrant, so a thread that opened the same session twice would wait for itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Union
+
+from .errors import SessionError, SessionStorageError, describe
+from .session import holders
+from .storage.base import Storage
+
+if TYPE_CHECKING:
+    from .manager import SessionManager
+
+logger = logging.getLogger("tgsession")
+
+
+class Delete:
+    """The change that means: delete the stored entry."""
+
+
+DELETE = Delete()
+
+Change = Union[bytes, Delete, None]  # what saving means: bytes to write, DELETE, or nothing
+
+# A session as its thread holds it: (what the store is, entry). Stores are told apart by what
+# they are, not by the Python object, so that two objects for one store are one store.
+Mine = tuple[object, str]
+
+
+class _Threads(threading.local):
+    """The sessions each thread holds."""
+
+    def __init__(self) -> None:
+        self.held: set[Mine] = set()
+
+
+_threads = _Threads()
+
+
+def _after_fork_in_child() -> None:
+    # A child forked inside a handler holds no lock of its parent's sessions: it must be able
+    # to open them (and wait for the parent, as any other process would).
+    global _threads
+    _threads = _Threads()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def store_identity(storage: Storage) -> object:
+    """What ``storage`` is: its ``identity`` if it has one, else the object itself."""
+    identity = getattr(storage, "identity", None)
+    return id(storage) if identity is None else identity
+
+
+def storage_failed(entry: str, action: str, error: BaseException) -> SessionStorageError:
+    """The error for a storage operation that failed: it names the session and the cause."""
+    return SessionStorageError(f"could not {action} session {entry!r}: {describe(error)}")
+
+
+class OpenSession:
+    """One session held under its lock, between its load and its save."""
+
+    __slots__ = (
+        "baseline",
+        "delete_if_unchanged",
+        "entry",
+        "lock",
+        "manager",
+        "mine",
+        "registry",
+        "session",
+        "storage",
+        "stored",
+    )
+
+    def __init__(self, manager: SessionManager[Any], storage: Storage, entry: str) -> None:
+        self.manager = manager
+        self.storage = storage
+        self.entry = entry
+        self.mine: Mine = (store_identity(storage), entry)
+        # The sessions held by the thread that opens this one: a lazy session may be opened
+        # by a thread the handler started and released by the handler's own.
+        self.registry = _threads.held
+        self.lock: AbstractContextManager[object] | None = None  # entered: held until release
+        self.stored = False  # whether the entry exists in the storage
+        self.baseline = b""  # what counts as unchanged: the bytes loaded, or as new or cleared
+        self.delete_if_unchanged = False  # cleared: if still equal to baseline, delete it
+        self.session: Any = None
+
+    def held_by_this_thread(self) -> bool:
+        """Whether the thread opening this session holds it already."""
+        return self.mine in self.registry
+
+    def take_lock(self) -> None:
+        """Take the storage's lock of the entry, and record that this thread holds it."""
+        entry = self.entry
+        if self.held_by_this_thread():
+            raise SessionError(
+                f"session {entry!r} is already open in this thread, by a handler or script "
+                "that is still running: pass that session along instead of opening it again "
+                "(e.g. call the undecorated function, or use the session you were given)"
+            )
+        try:
+            lock = self.storage.lock(entry)
+            lock.__enter__()
+        except SessionError:
+            raise
+        except Exception as error:
+            raise storage_failed(entry, "lock", error) from error
+        self.lock = lock
+        self.registry.add(self.mine)
+
+    def cleared(self, *, restart: bool) -> None:
+        """The session was just cleared: delete its entry when saving, unless it changes again.
+
+        With ``restart``, it first becomes a new session from ``initial()``.
+        """
+        manager = self.manager
+        if restart:
+            manager.model.reset(self.session, manager.new_session(self.entry)[0])
+        self.baseline = manager.encode(self.entry, self.session)
+        self.delete_if_unchanged = True
+
+    def release(self, error: BaseException | None = None) -> None:
+        """Release the lock (telling it of ``error``, if the holder raised one)."""
+        self.registry.discard(self.mine)
+        if self.session is not None:
+            holders.pop(id(self.session), None)
+        if self.lock is not None:
+            if error is None:
+                self.lock.__exit__(None, None, None)
+            else:
+                self.lock.__exit__(type(error), error, error.__traceback__)
+
+    def change(self) -> Change:
+        """Return what saving means: bytes to write, DELETE, or None for nothing."""
+        manager = self.manager
+        data = manager.encode(self.entry, self.session)
+        if data != self.baseline:
+            if manager.model.typed:
+                manager.check_loads_back(self.entry, data, self.session)
+            return data
+        return DELETE if self.delete_if_unchanged and self.stored else None
+
+    def save(self, change: Change) -> None:
+        """Apply a change computed by :meth:`change`."""
+        if change is None:
+            return
+        deleting = isinstance(change, Delete)
+        ttl = self.manager.ttl
+        try:
+            if isinstance(change, Delete):
+                self.storage.delete(self.entry)
+            elif ttl is None:
+                self.storage.write(self.entry, change)
+            else:
+                self.storage.write(self.entry, change, ttl=ttl)  # type: ignore[call-arg]
+        except SessionError:
+            raise
+        except Exception as error:
+            raise storage_failed(self.entry, "delete" if deleting else "write", error) from error
+        logger.debug("%s session %r", "deleted" if deleting else "saved", self.entry)
