@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 from tgsession import LazySession, MemoryStorage, with_session
@@ -106,10 +107,20 @@ def test_repr_of_an_unloaded_lazy_session_does_not_load_it(recording: RecordingS
     assert recording.calls == []
 
 
-def test_a_lazy_session_first_used_by_two_threads_of_its_handler_is_loaded_once_and_shared(
-    recording: RecordingStorage,
-) -> None:
-    @with_session(lazy=True, storage=recording, get_session_key=by_key)
+class SlowReads(RecordingStorage):
+    """Reads take 20 ms, so that threads racing to load a session meet inside the load."""
+
+    def read(self, key: str) -> bytes | None:
+        time.sleep(0.02)
+        return super().read(key)
+
+
+def test_a_lazy_session_first_used_by_two_threads_of_its_handler_is_loaded_once_and_shared() -> (
+    None
+):
+    storage = SlowReads()
+
+    @with_session(lazy=True, storage=storage, get_session_key=by_key)
     def handler(update: Update, session: Any) -> None:
         start = threading.Barrier(8)
 
@@ -118,17 +129,17 @@ def test_a_lazy_session_first_used_by_two_threads_of_its_handler_is_loaded_once_
             session.setdefault("seen", 0)
             session["seen"] += 1  # under the GIL: the shared dict counts every thread
 
-        threads = [threading.Thread(target=use) for _ in range(8)]
+        threads = [threading.Thread(target=use, daemon=True) for _ in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(5)
         assert not any(thread.is_alive() for thread in threads), "a thread hung on the load"
 
-    for _ in range(20):
-        done = threading.Thread(target=handler, args=(Update(1),))
+    for _ in range(5):
+        done = threading.Thread(target=handler, args=(Update(1),), daemon=True)
         done.start()
         done.join(15)
         assert not done.is_alive(), "the handler hung"
-    assert recording.of("lock") == ["session:1"] * 20
-    assert json.loads(recording.inner.read("session:1")) == {"seen": 160}
+    assert storage.of("lock") == ["session:1"] * 5
+    assert json.loads(storage.inner.read("session:1")) == {"seen": 40}

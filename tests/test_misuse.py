@@ -346,6 +346,7 @@ def test_a_child_forked_inside_a_handler_that_returns_through_it_saves_nothing_o
     with ExitStack() as stack:
         storage = DiskStorage(tmp_path) if kind == "disk" else stack.enter_context(redis_storage())
         manager = counter(storage)
+        stored_meanwhile = []
 
         @manager
         def handler(update: Update, session: Any) -> int:
@@ -355,6 +356,7 @@ def test_a_child_forked_inside_a_handler_that_returns_through_it_saves_nothing_o
                 session["count"] = 100  # the child's copy, which must not be saved
             else:
                 os.waitpid(pid, 0)  # the child has left the handler by now
+                stored_meanwhile.append(storage.read("session:1"))
             return pid
 
         parent = os.getpid()
@@ -366,5 +368,6 @@ def test_a_child_forked_inside_a_handler_that_returns_through_it_saves_nothing_o
             if os.getpid() != parent:  # the child, back from the handler: no pytest here
                 os._exit(code)
         assert pid != 0
+        assert stored_meanwhile == [None]  # the child wrote nothing
         with manager.open(1) as session:
             assert session["count"] == 1
