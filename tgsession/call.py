@@ -22,6 +22,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tgsession")
 
+_forks = 0  # how many forks this process descends from: a call belongs to one process
+
+
+def _after_fork_in_child() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 class HeldSessions:
     """The sessions of one handler call (or script): opened, then finished together.
@@ -30,14 +40,14 @@ class HeldSessions:
     returned: once closed, the call refuses such a late session and releases it at once.
     """
 
-    __slots__ = ("closed", "guard", "loaders", "opened", "pid")
+    __slots__ = ("closed", "forks", "guard", "loaders", "opened")
 
     def __init__(self) -> None:
         self.opened: list[OpenSession] = []
         self.loaders: list[Loader] = []
         self.closed = False
         self.guard = threading.Lock()
-        self.pid = os.getpid()  # the process whose locks these are
+        self.forks = _forks  # which process's locks these are (cheaper than os.getpid)
 
     def lazy(self, manager: SessionManager[Any], update: Any) -> Any:
         """Return a stand-in for the session of ``manager`` for ``update`` that opens on first
@@ -93,7 +103,7 @@ class HeldSessions:
         In a child forked during the call, nothing: the sessions and their locks are the
         parent's, which saves them.
         """
-        if os.getpid() != self.pid:
+        if _forks != self.forks:
             return
         self.close()
         if error is None:

@@ -151,13 +151,51 @@ def _create_database_file(path: str) -> None:
 
 
 class _LockFile:
-    """One opened lock file, and the identity of the file it is."""
+    """One opened lock file."""
 
-    __slots__ = ("fd", "identity")
+    __slots__ = ("fd",)
 
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        self.identity = _identity(os.fstat(self.fd))
+
+    def deleted(self) -> bool:
+        """Whether the file was deleted (or replaced) since it was opened.
+
+        One fstat (1.5 us here), a third cheaper than a stat of the path.
+        """
+        return os.fstat(self.fd).st_nlink == 0
+
+
+# Linux's O_PATH descriptors can be closed without dropping the process's POSIX locks on the
+# file (the kernel skips that step for them), unlike any other descriptor: they may watch the
+# database file that SQLite locks. Elsewhere the database is watched by its path.
+_O_PATH: int | None = getattr(os, "O_PATH", None)
+
+
+class _DatabaseWatch:
+    """Tells whether the database file this process opened is still the one at its path."""
+
+    __slots__ = ("fd", "identity", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.identity = _identity(os.stat(path))
+        self.fd = None if _O_PATH is None else os.open(path, _O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+    def gone(self) -> str | None:
+        """What happened to the database, or None if it is in place."""
+        if self.fd is not None:  # one fstat, 1.5 us here, against 2.4 us for a stat
+            return "was deleted" if os.fstat(self.fd).st_nlink == 0 else None
+        try:
+            if _identity(os.stat(self.path)) == self.identity:
+                return None
+        except FileNotFoundError:
+            return "was deleted"
+        return "was replaced by another file"
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 class _Directory:
@@ -167,11 +205,12 @@ class _Directory:
         self.generation = _generation
         self.path = path
         self.identity = _identity(info)
+        self.store = ("disk", *self.identity)  # what DiskStorage.identity gives
         self.db_path = os.path.join(path, DBNAME)
         self.lock_path = os.path.join(path, LOCK_FILE)
         _create_database_file(self.db_path)
         self.cache = diskcache.Cache(path, disk=_SafeDisk, **CACHE_SETTINGS)
-        self.db_identity = _identity(os.stat(self.db_path))
+        self.database = _DatabaseWatch(self.db_path)
         self.lock_file = _LockFile(self.lock_path)
         # Lock files replaced since: still locked by threads that took a byte before the
         # switch, so closing them (which would drop those locks) waits for close().
@@ -181,18 +220,9 @@ class _Directory:
         self.holding: dict[str, _LockFile] = {}  # the lock file of each key held here
         self.users = 0  # DiskStorage objects of this process using it
 
-    def gone(self) -> str | None:
-        """What happened to the database this process has open, or None if it is in place."""
-        try:
-            if _identity(os.stat(self.db_path)) == self.db_identity:
-                return None
-        except FileNotFoundError:
-            return "was deleted"
-        return "was replaced by another file"
-
     def check_intact(self, key: str, action: str) -> None:
         """Raise SessionStorageError if the database of this store is no longer in place."""
-        problem = self.gone()
+        problem = self.database.gone()
         if problem is not None:
             raise SessionStorageError(
                 f"could not {action} session {key!r}: the session store {self.path} {problem} "
@@ -218,6 +248,7 @@ class _Directory:
         # Closing a lock file drops every lockf lock this process holds on it, so callers must
         # only close a directory that no handler is using.
         self.cache.close()
+        self.database.close()
         for lock_file in (self.lock_file, *self.retired):
             os.close(lock_file.fd)
 
@@ -251,7 +282,11 @@ def _use_directory(path: str) -> _Directory:
             _make_directory(path)
             info = _check_directory(path)
             directory = _directories.get(_identity(info))
-            if directory is None or directory.generation != _generation or directory.gone():
+            if (
+                directory is None
+                or directory.generation != _generation
+                or directory.database.gone()
+            ):
                 directory = _directories[_identity(info)] = _Directory(path, info)
         except SessionStorageError:
             raise
@@ -304,14 +339,6 @@ def _lock_byte(fd: int, offset: int, deadline: float | None) -> bool:
             return False
 
 
-def _is_at_path(lock_file: _LockFile, path: str) -> bool:
-    """Whether ``lock_file`` is still the file at ``path`` (not deleted, not replaced)."""
-    try:
-        return _identity(os.stat(path)) == lock_file.identity
-    except FileNotFoundError:
-        return False
-
-
 class _ByteLock:
     """The lock of one key: this process's thread lock, then the key's byte of the lock file."""
 
@@ -334,7 +361,7 @@ class _ByteLock:
                     raise lock_timeout(self.key, self.timeout)
                 # A lock file deleted or replaced meanwhile would split the lock: processes
                 # started since lock the file now at the path. Move to it, and lock again.
-                if _is_at_path(lock_file, directory.lock_path):
+                if not lock_file.deleted():
                     break
                 fcntl.lockf(lock_file.fd, fcntl.LOCK_UN, 1, self.offset)
                 directory.switch_lock_file(lock_file, self.key)
@@ -376,7 +403,7 @@ class DiskStorage:
     @property
     def identity(self) -> tuple[object, ...]:
         """What this store is: equal for every DiskStorage of one directory, by any path."""
-        return ("disk", *self._dir().identity)
+        return self._dir().store
 
     def _dir(self) -> _Directory:
         shared = self._shared
@@ -414,7 +441,7 @@ class DiskStorage:
         directory = self._dir()
         directory.check_intact(key, action)
         held = directory.holding.get(key)
-        if held is not None and not _is_at_path(held, directory.lock_path):
+        if held is not None and held.deleted():
             raise SessionLockLost(
                 f"the lock file {directory.lock_path} was deleted or replaced while session "
                 f"{key!r} was held, so another process may have changed it since: this "
