@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tgsession import MemoryStorage, SessionError, with_session
+from tgsession import MemoryStorage, SessionDecodeError, SessionError, with_session
 
 from conftest import RecordingStorage, redis_storage
 
@@ -116,3 +116,15 @@ def test_delete_and_delete_many_count_only_what_was_deleted(storage: Any) -> Non
     # Missing keys and a key given twice (as Redis' SCAN may return one) count once at most.
     assert manager.delete_many(["1", "1", "7", 2]) == 2
     assert list(manager.keys()) == []
+
+
+def test_a_foreign_redis_value_is_reported_to_on_error_and_can_be_deleted() -> None:
+    with redis_storage() as storage:
+        manager = fill(storage, 2)
+        storage.client.delete(storage.data_key("session:1"))
+        storage.client.hset(storage.data_key("session:1"), "field", "value")
+        bad: dict[str, SessionError] = {}
+        good = dict(manager.items(on_error=lambda key, error: bad.setdefault(key, error)))
+        assert good == {"0": {"n": 0}}
+        assert isinstance(bad["1"], SessionDecodeError) and "a Redis hash" in str(bad["1"])
+        assert manager.delete(1) is True

@@ -61,7 +61,7 @@ def test_ttl_takes_a_timedelta() -> None:
     assert with_session(storage=MemoryStorage(), ttl=timedelta(minutes=2)).ttl == 120.0
 
 
-@pytest.mark.parametrize("ttl", [0, -1, float("inf"), float("nan"), 1e300])
+@pytest.mark.parametrize("ttl", [0, -1, float("inf"), float("nan"), 1e300, True])
 def test_ttl_must_be_a_positive_number_of_seconds_up_to_a_century(ttl: float) -> None:
     with pytest.raises(ValueError, match="ttl"):
         with_session(storage=MemoryStorage(), ttl=ttl)

@@ -12,9 +12,13 @@ from telebot import types
 from tgsession import (
     MemoryStorage,
     SessionKeyError,
+    by_business_chat,
+    by_business_connection,
     by_chat,
+    by_chat_thread,
     by_user,
     by_user_in_chat,
+    by_user_in_thread,
     with_session,
 )
 
@@ -301,3 +305,50 @@ def test_custom_key_function_chooses_the_session() -> None:
     handler(parse("message", message(**{"from": {**USER, "language_code": "de"}})))
     handler(parse("message", message(**{"from": {**OTHER, "language_code": "de"}})))
     assert storage.read("session:lang-de") == b'{"n":2}'
+
+
+FORUM = {"id": -300, "type": "supergroup", "title": "Forum", "is_forum": True}
+IN_TOPIC = message(FORUM, message_thread_id=7, is_topic_message=True, date=1)
+
+
+def test_by_chat_thread_keys_each_forum_topic_and_a_message_outside_topics_by_its_chat() -> None:
+    assert by_chat_thread(parse("message", IN_TOPIC)) == "-300:7"
+    assert by_chat_thread(parse("message", message(FORUM))) == -300  # the General topic
+    # A reply in a group without topics has a thread id, but no topic: keyed by its chat.
+    assert by_chat_thread(parse("message", message(GROUP, message_thread_id=3))) == -100
+    assert by_chat_thread(parse("inline_query", UPDATES["inline_query"][0])) is None
+
+
+def test_by_chat_thread_keys_a_callback_query_by_the_topic_of_its_message() -> None:
+    query = {**UPDATES["callback_query"][0], "message": IN_TOPIC}
+    assert by_chat_thread(parse("callback_query", query)) == "-300:7"
+    assert by_user_in_thread(parse("callback_query", query)) == "111:-300:7"
+    # A message too old for Telegram to send back (date 0) tells no topic: keyed by its chat.
+    old = {**query, "message": {**IN_TOPIC, "date": 0}}
+    assert by_chat_thread(parse("callback_query", old)) == -300
+
+
+def test_by_user_in_thread_gives_each_user_a_session_per_topic() -> None:
+    other = message(FORUM, message_thread_id=7, is_topic_message=True, **{"from": OTHER})
+    assert by_user_in_thread(parse("message", IN_TOPIC)) == "111:-300:7"
+    assert by_user_in_thread(parse("message", other)) == "222:-300:7"
+    assert by_user_in_thread(parse("message", message(FORUM))) == "111:-300"
+    assert by_user_in_thread(parse("inline_query", UPDATES["inline_query"][0])) is None
+
+
+def test_business_keys_give_each_connected_account_and_each_of_its_chats_a_session() -> None:
+    business = message(PRIVATE, business_connection_id="bc1")
+    assert by_business_chat(parse("business_message", business)) == "bc1:111"
+    assert by_business_connection(parse("business_message", business)) == "bc1"
+    deleted = {"business_connection_id": "bc1", "chat": PRIVATE, "message_ids": [1]}
+    assert by_business_chat(parse("deleted_business_messages", deleted)) == "bc1:111"
+    connection = UPDATES["business_connection"][0]
+    assert by_business_connection(parse("business_connection", connection)) == str(connection["id"])
+    assert by_business_chat(parse("message", message())) is None
+    assert by_business_connection(parse("message", message())) is None
+
+
+def test_key_of_returns_the_key_tgsession_would_use() -> None:
+    manager = with_session(storage=MemoryStorage(), get_session_key=by_user_in_thread)
+    assert manager.key_of(parse("message", IN_TOPIC)) == "111:-300:7"
+    assert manager.key_of(parse("inline_query", UPDATES["inline_query"][0])) is None

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tgsession import (
     MemoryStorage,
     SessionDecodeError,
     SessionError,
+    SessionStorageError,
     by_user,
     with_session,
 )
@@ -371,3 +373,90 @@ def test_a_child_forked_inside_a_handler_that_returns_through_it_saves_nothing_o
         assert stored_meanwhile == [None]  # the child wrote nothing
         with manager.open(1) as session:
             assert session["count"] == 1
+
+
+@pytest.mark.parametrize("kind", ["disk", "redis"])
+def test_a_forked_child_that_opened_a_lazy_session_saves_and_releases_it_on_return(
+    kind: str, tmp_path: Path
+) -> None:
+    # The child's own session (its first use comes after the fork) is the child's to save
+    # and release when it returns through the handler, even while the child lives on.
+    with ExitStack() as stack:
+        if kind == "disk":
+            storage: Any = DiskStorage(tmp_path, lock_timeout=5)
+        else:
+            storage = stack.enter_context(redis_storage(lock_ttl=30, lock_timeout=5))
+        manager = counter(storage, lazy=True)
+        parent, (returned, child_returned), (done, parent_done) = os.getpid(), os.pipe(), os.pipe()
+
+        @manager
+        def handler(update: Update, session: Any) -> int:
+            pid = os.fork()
+            if pid == 0:
+                session["count"] += 1  # the child's first use: it locks the session
+            return pid
+
+        try:
+            pid = handler(Update(1))
+        finally:
+            if os.getpid() != parent:  # the child, back from the handler: it lives on
+                os.write(child_returned, b"r")
+                os.read(done, 1)  # until the parent is done
+                os._exit(0)
+        try:
+            assert os.read(returned, 1) == b"r"
+            with manager.open(1) as session:  # within lock_timeout, while the child lives
+                assert session["count"] == 1
+        finally:
+            os.write(parent_done, b"d")
+            os.waitpid(pid, 0)
+            for fd in (returned, child_returned, done, parent_done):
+                os.close(fd)
+
+
+def test_a_handler_returns_while_its_helper_thread_still_waits_to_load_a_lazy_session() -> None:
+    # The helper waits for the lazy session's lock, held by another handler that waits for
+    # this handler's eager session: returning must not wait for the helper's load.
+    storage = MemoryStorage()
+    a = with_session(key="a", storage=storage, get_session_key=by_key)
+    b = with_session(key="b", storage=storage, lazy=True, get_session_key=by_key)
+    errors: list[BaseException] = []
+    helper_waits = threading.Event()
+
+    @a
+    @b
+    def first(update: Update, a: Any, b: Any) -> None:
+        def helper() -> None:
+            helper_waits.set()
+            try:
+                b["x"] = 1
+            except SessionError as error:
+                errors.append(error)
+
+        threading.Thread(target=helper, daemon=True).start()
+        helper_waits.wait(5)
+        time.sleep(0.2)  # the helper now waits for b, which second holds
+
+    def second() -> None:
+        with b.open(1):
+            time.sleep(0.5)
+            with a.open(1):  # waits for first to release a
+                pass
+
+    threads = [threading.Thread(target=second, daemon=True)]
+    threads[0].start()
+    time.sleep(0.05)
+    threads.append(threading.Thread(target=first, args=(Update(1),), daemon=True))
+    threads[1].start()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads), "deadlocked"
+    time.sleep(0.2)
+    assert len(errors) == 1 and "after its handler returned" in str(errors[0])
+
+
+def test_a_closed_disk_storage_is_a_storage_error_naming_the_session(tmp_path: Path) -> None:
+    storage = DiskStorage(tmp_path)
+    storage.close()
+    with pytest.raises(SessionStorageError, match=r"'session:1'.*closed"):
+        counter(storage).open(1).__enter__()

@@ -21,7 +21,16 @@ from .errors import (
     SessionStorageError,
     SessionVersionError,
 )
-from .keys import SessionKey, by_chat, by_user, by_user_in_chat
+from .keys import (
+    SessionKey,
+    by_business_chat,
+    by_business_connection,
+    by_chat,
+    by_chat_thread,
+    by_user,
+    by_user_in_chat,
+    by_user_in_thread,
+)
 from .manager import SessionManager
 from .middleware import SessionMiddleware
 from .session import LazySession, LazyTypedSession, Session, clear
@@ -49,9 +58,13 @@ __all__ = [
     "SessionStorageError",
     "SessionVersionError",
     "Storage",
+    "by_business_chat",
+    "by_business_connection",
     "by_chat",
+    "by_chat_thread",
     "by_user",
     "by_user_in_chat",
+    "by_user_in_thread",
     "clear",
     "with_session",
 ]

@@ -18,7 +18,7 @@ import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .call import HeldSessions
+    from ._call import HeldSessions
 
 logger = logging.getLogger("tgsession")
 

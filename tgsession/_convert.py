@@ -21,6 +21,8 @@ import weakref
 from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
 from typing import Annotated, Any, Callable, Final, Literal, Union
 
+from .errors import key_step
+
 _UNIONS: tuple[object, ...] = (Union,)
 if sys.version_info >= (3, 10):
     _UNIONS += (types.UnionType,)
@@ -98,8 +100,8 @@ def difference(loaded: Any, session: Any, where: str = "the session") -> str | N
     if isinstance(session, dict):
         for key, value in session.items():
             if key not in loaded:
-                return f"{where} has the key {key!r}, which would load back as another key"
-            problem = difference(loaded[key], value, f"{where}[{key!r}]")
+                return f"{where} has the key {key_step(key)}, which would load back as another key"
+            problem = difference(loaded[key], value, f"{where}{key_step(key)}")
             if problem is not None:
                 return problem
         return None
@@ -174,7 +176,7 @@ class _Plan:
         try:
             instance = cls(**values)
         except Exception as error:  # __init__ or __post_init__ refused the values
-            raise Wrong(f"made {name}() raise {error!r}") from error
+            raise Wrong(f"made {name}() raise {type(error).__name__}") from error
         for field, value in later.items():  # fields that __init__ does not take
             object.__setattr__(instance, field, value)
         return instance
@@ -281,7 +283,7 @@ def _float(value: Any) -> Any:
         try:
             return float(value)
         except OverflowError:
-            raise Wrong(f"is {value}, too large for a float") from None
+            raise Wrong("is a number too large for a float") from None
     raise Wrong(f"is {_a(value)}, not a float")
 
 
@@ -389,7 +391,7 @@ def _mapping(key: Converter, item: Converter) -> Converter:
             try:
                 result[converted] = item(element)
             except Wrong as wrong:
-                raise wrong.at(f"[{name!r}]") from None
+                raise wrong.at(key_step(name)) from None
         return result
 
     return convert
@@ -415,11 +417,11 @@ def _key(kind: Any) -> Converter:
             try:
                 converted = as_number(json.loads(key))
             except (ValueError, Wrong):
-                raise Wrong(f"has the key {key!r}, which is no {_name(kind)}") from None
+                raise Wrong(f"has the key {key_step(key)}, which is no {_name(kind)}") from None
         if json_key(converted) != key or (
             type(converted) is float and not math.isfinite(converted)
         ):
-            raise Wrong(f"has the key {key!r}, which is no {_name(kind)}")
+            raise Wrong(f"has the key {key_step(key)}, which is no {_name(kind)}")
         return converted
 
     return convert

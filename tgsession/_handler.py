@@ -6,7 +6,7 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any, Callable
 
-from .call import HeldSessions
+from ._call import HeldSessions
 
 if TYPE_CHECKING:
     from .manager import SessionManager

@@ -55,3 +55,11 @@ def describe(error: BaseException) -> str:
     """
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def key_step(key: object) -> str:
+    """How a message names the dict key ``key`` on a path: ``['name']`` for a name-like
+    string, ``[<a str>]`` for any other key, which may be data (an email, a user id)."""
+    if isinstance(key, str) and key.isidentifier() and len(key) <= 40:
+        return f"[{key!r}]"
+    return f"[<a {type(key).__name__}>]"

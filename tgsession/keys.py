@@ -65,3 +65,62 @@ def by_user_in_chat(update: Any) -> str | None:
     if user is None or chat is None:
         return None
     return f"{user}:{chat}"
+
+
+def _message_of(update: Any) -> Any:
+    """The message an update is about: itself, or a callback query's message (None if that
+    message is too old for Telegram to send, which it marks with the date 0)."""
+    message = getattr(update, "message", None)
+    if message is None:
+        return update
+    return None if message.date == 0 else message
+
+
+def by_chat_thread(update: Any) -> int | str | None:
+    """Return one key per forum topic: ``"<chat id>:<topic id>"``, or the chat id alone for
+    a message outside a topic (the General topic, a chat without topics), or ``None``.
+
+    A callback query is keyed by the topic of the message whose button was pressed.
+    """
+    chat = by_chat(update)
+    if chat is None:
+        return None
+    message = _message_of(update)
+    if getattr(message, "is_topic_message", None):
+        return f"{chat}:{message.message_thread_id}"
+    return chat
+
+
+def by_user_in_thread(update: Any) -> str | None:
+    """Return ``"<user id>:<chat thread key>"``: one session per user in each forum topic (in
+    each chat, outside topics), or ``None``."""
+    user, thread = by_user(update), by_chat_thread(update)
+    if user is None or thread is None:
+        return None
+    return f"{user}:{thread}"
+
+
+def by_business_chat(update: Any) -> str | None:
+    """Return ``"<business connection id>:<chat id>"`` for updates of a business account's
+    chats (business messages, their edits and deletions, and callback queries on them), so
+    that each customer's chat with each connected account has its own session; ``None`` for
+    other updates.
+    """
+    connection = getattr(_message_of(update), "business_connection_id", None)
+    if connection is None:
+        connection = getattr(update, "business_connection_id", None)
+    chat = by_chat(update)
+    if connection is None or chat is None:
+        return None
+    return f"{connection}:{chat}"
+
+
+def by_business_connection(update: Any) -> str | None:
+    """Return the business connection id: one session per connected business account
+    (the ``business_connection`` update itself included), or ``None``."""
+    if getattr(update, "user_chat_id", None) is not None:  # a BusinessConnection: its own id
+        return str(update.id)
+    connection = getattr(_message_of(update), "business_connection_id", None)
+    if connection is None:
+        connection = getattr(update, "business_connection_id", None)
+    return connection if connection is None else str(connection)

@@ -15,21 +15,21 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Callable, Generic, TypeVar
 
-from . import _abandoned
+from ._call import HeldSessions
 from ._handler import wrap
-from .call import HeldSessions
-from .codec import Codec
+from ._opened import DELETE, OpenSession, storage_failed
+from .codec import Codec, JSONCodec
 from .errors import (
     SessionDecodeError,
     SessionEncodeError,
     SessionError,
     SessionKeyError,
     describe,
+    key_step,
 )
 from .keys import KeyStrategy, SessionKey
 from .migrations import Migrations
 from .models import Misfit, SessionModel, SessionValue, model_of
-from .opened import DELETE, OpenSession, storage_failed
 from .session import holders
 from .storage.base import ListableStorage, Storage
 from .storage.disk import default_storage
@@ -44,8 +44,8 @@ S = TypeVar("S", bound=SessionValue)
 # (Python's recursion limit counts the caller's frames too), so it is refused at save.
 MAX_NESTING = 100
 
-# The longest ttl: a century. Longer ones overflow Redis' millisecond expiry; ttl=None keeps
-# a session for ever.
+# The longest ttl: a century. A longer one is surely a slip (inf, a timestamp passed for a
+# duration); ttl=None keeps a session for ever.
 MAX_TTL = 100 * 365.25 * 24 * 3600
 
 
@@ -80,7 +80,7 @@ class SessionManager(Generic[S]):
             raise ValueError(f"key must be a parameter name, got {key!r}")
         if isinstance(ttl, timedelta):
             ttl = ttl.total_seconds()
-        if ttl is not None and not 0 < ttl <= MAX_TTL:
+        if ttl is not None and (isinstance(ttl, bool) or not 0 < ttl <= MAX_TTL):
             raise ValueError(
                 f"ttl must be a positive number of seconds up to {MAX_TTL:.0f} (a century), "
                 f"got {ttl!r}; leave it out (ttl=None) for sessions that never expire"
@@ -166,7 +166,7 @@ class SessionManager(Generic[S]):
         held = self.acquire(self.entry_key(session_key), load=False)
         try:
             try:
-                existed = self._read(held) is not None
+                existed = self._read(held.storage, held.entry) is not None
             except SessionDecodeError:  # something tgsession never writes: delete it too
                 existed = True
             if existed:
@@ -210,7 +210,7 @@ class SessionManager(Generic[S]):
         for session_key in self.keys():
             entry = self.entry_key(session_key)
             try:
-                data = self.storage.read(entry)
+                data = self._read(self.storage, entry)
                 if data is None:
                     continue
                 session = self._decode(entry, data)
@@ -230,12 +230,16 @@ class SessionManager(Generic[S]):
         try:
             return self.get_session_key(update)
         except Exception as error:
-            name = getattr(self.get_session_key, "__name__", "get_session_key")
             raise SessionKeyError(
-                f"{name}() raised {describe(error)} on a {type(update).__name__} update, "
-                f"for the session {self.key!r}: make it return None for updates that have no "
+                f"{self._key_function}() raised {describe(error)} on a "
+                f"{type(update).__name__} update, for the session {self.key!r}: make it "
+                "return None for updates that have no "
                 "key (the session is then refused only if the handler uses it)"
             ) from error
+
+    @property
+    def _key_function(self) -> str:
+        return getattr(self.get_session_key, "__name__", "get_session_key")
 
     def acquire(
         self, entry: str, into: HeldSessions | None = None, *, load: bool = True
@@ -245,8 +249,6 @@ class SessionManager(Generic[S]):
         Without ``into``, release() the result. If loading fails, the lock is released at once.
         """
         opened = OpenSession(self, self.storage, entry)
-        if opened.held_by_this_thread():
-            _abandoned.release()  # the holder may be an abandoned call of this thread
         opened.take_lock()
         try:
             if load:
@@ -264,26 +266,26 @@ class SessionManager(Generic[S]):
         if session_key is None:
             raise SessionKeyError(
                 f"a {type(update).__name__} update has no key for the session {self.key!r}: "
-                f"{getattr(self.get_session_key, '__name__', 'get_session_key')} found none. "
+                f"{self._key_function} found none. "
                 "Pass with_session(get_session_key=...) a function that finds a key in such "
                 "updates (by_chat, by_user_in_chat or your own), or leave the session unused "
                 "for them"
             )
         return self.acquire(self.entry_key(session_key), held).session
 
-    def _read(self, opened: OpenSession) -> bytes | None:
-        """The stored bytes of ``opened``'s entry, or None."""
+    def _read(self, storage: Storage, entry: str) -> bytes | None:
+        """The bytes stored under ``entry``, or None; a failure is a SessionStorageError."""
         try:
-            return opened.storage.read(opened.entry)
+            return storage.read(entry)
         except SessionError:
             raise
         except Exception as error:
-            raise storage_failed(opened.entry, "read", error) from error
+            raise storage_failed(entry, "read", error) from error
 
     def _load(self, opened: OpenSession) -> None:
         """Read and decode the entry of ``opened``, or create its session with initial()."""
         entry = opened.entry
-        data = self._read(opened)
+        data = self._read(opened.storage, entry)
         if data is None:
             session, opened.baseline = self.new_session(entry)
         else:
@@ -299,6 +301,7 @@ class SessionManager(Generic[S]):
         model = self._model or self._learn(entry, value)
         session = model.check(entry, value)
         data = self.encode(entry, session)
+        self.check_nesting(entry, session, data)
         # Read back from its bytes: a copy that shares nothing with what initial() returned
         # (which may be one shared object, nested lists included), and that holds what the
         # next load will give (a typed one is proven to load as it is saved).
@@ -360,18 +363,31 @@ class SessionManager(Generic[S]):
     def encode(self, entry: str, session: Any) -> bytes:
         """Return the bytes that ``session`` is stored as, or raise SessionEncodeError."""
         try:
-            data = self.codec.encode(self.migrations.stamp(self.model.dump(session)))
+            return self.codec.encode(self.migrations.stamp(self.model.dump(session)))
         except (ValueError, TypeError, RecursionError) as error:  # (a value containing itself)
             raise SessionEncodeError(
                 f"session {entry!r} cannot be saved: {error}. Sessions hold JSON values "
                 "(dict, list, str, int, float, bool, None): convert the value before storing "
                 "it. The stored session is unchanged"
             ) from error
-        # Counting brackets costs 0.1 us; only a session with more of them than the limit
-        # (strings may hold some) is walked to measure its depth.
-        if data.count(b"[") + data.count(b"{") > MAX_NESTING:
-            _check_nesting(entry, self.model.dump(session))
-        return data
+
+    def check_nesting(self, entry: str, session: Any, data: bytes) -> None:
+        """Raise SessionEncodeError if ``session`` (encoded as ``data``) nests lists and dicts
+        deeper than MAX_NESTING; called only for bytes about to be written."""
+        # JSON nests no deeper than it has brackets: counting them (C code, well under a
+        # microsecond) spares the walk for almost every session. Other codecs are walked.
+        if isinstance(self.codec, JSONCodec) and data.count(b"[") + data.count(b"{") <= (
+            MAX_NESTING
+        ):
+            return
+        value = self.model.dump(session)
+        if _depth(value) > MAX_NESTING:
+            raise SessionEncodeError(
+                f"session {entry!r} cannot be saved: {_too_deep_at(value)} lies deeper than "
+                f"the {MAX_NESTING} levels of lists and dicts that sessions may nest, so that "
+                "every handler can load them back. Flatten that part. The stored session is "
+                "unchanged"
+            )
 
     def __repr__(self) -> str:
         return f"<SessionManager key={self.key!r} storage={self._storage!r} lazy={self.lazy}>"
@@ -384,20 +400,34 @@ def _too_deep_to_load(entry: str) -> SessionDecodeError:
     )
 
 
-def _check_nesting(entry: str, value: Any) -> None:
-    """Raise SessionEncodeError if ``value`` nests lists and dicts deeper than MAX_NESTING."""
-    stack: list[tuple[Any, int, str]] = [(value, 1, "session")]
-    while stack:
-        value, depth, where = stack.pop()
-        if depth > MAX_NESTING:
-            raise SessionEncodeError(
-                f"session {entry!r} cannot be saved: {where} lies {depth} levels deep, and "
-                f"sessions may nest lists and dicts {MAX_NESTING} levels, so that every "
-                "handler can load them back. Flatten that part. The stored session is unchanged"
-            )
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        stack.extend(
-            (item, depth + 1, f"{where}[{key!r}]")
-            for key, item in items
-            if isinstance(item, (dict, list, tuple))
+def _children(value: Any) -> Any:
+    """The values inside a list, tuple or dict."""
+    return value.values() if isinstance(value, dict) else value
+
+
+def _depth(value: Any) -> int:
+    """How many levels of lists and dicts ``value`` nests (a value that is neither: 0)."""
+    deepest, level = 0, [value]
+    while level:  # one level at a time, without recursion: the value may be very deep
+        deepest += 1
+        level = [
+            child
+            for parent in level
+            for child in _children(parent)
+            if isinstance(child, (dict, list, tuple))
+        ]
+    return deepest
+
+
+def _too_deep_at(value: Any) -> str:
+    """The path to the first list or dict past MAX_NESTING in ``value`` (which has one)."""
+    where = "session"
+    for _ in range(MAX_NESTING):
+        steps = value.items() if isinstance(value, dict) else enumerate(value)
+        key, deeper = max(
+            ((key, child) for key, child in steps if isinstance(child, (dict, list, tuple))),
+            key=lambda step: _depth(step[1]),
         )
+        where += key_step(key) if isinstance(value, dict) else f"[{key}]"
+        value = deeper
+    return where

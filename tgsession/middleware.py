@@ -16,7 +16,7 @@ from telebot import util
 from telebot.handler_backends import BaseMiddleware
 
 from . import _abandoned
-from .call import HeldSessions
+from ._call import HeldSessions
 from .manager import SessionManager
 
 logger = logging.getLogger("tgsession")

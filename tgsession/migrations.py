@@ -67,8 +67,9 @@ class Migrations:
                 result = step(value)
             except Exception as error:
                 raise SessionMigrationError(
-                    f"the migration of session {entry!r} to version {version} failed: "
-                    f"{error!r}; the stored session (version {stored}) is left untouched"
+                    f"the migration of session {entry!r} to version {version} raised "
+                    f"{type(error).__name__} (its cause, below); the stored session (version "
+                    f"{stored}) is left untouched"
                 ) from error
             value = value if result is None else result
             if not isinstance(value, dict) or VERSION_KEY in value:

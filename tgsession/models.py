@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Union
 
 from . import _convert
-from .errors import SessionDecodeError, SessionError
+from .errors import SessionDecodeError, SessionError, key_step
 from .session import LazySession, LazyTypedSession, Loader, Session
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ class PydanticModel(SessionModel):
         if self.has_sets:
             # pydantic writes a set in its iteration order, which differs between processes
             # (string hashes are salted per process): sorted, equal sessions give equal bytes.
-            data = _order_sets(session.model_dump(by_alias=True), data)
+            data = _order_sets(session, data)
             assert isinstance(data, dict)
         for name in self.computed:
             data.pop(name, None)
@@ -228,13 +228,26 @@ def _validation_problems(error: Exception) -> str:
     """What pydantic's ValidationError found, on one line: where, what, and the value."""
     errors = getattr(error, "errors", None)
     if not callable(errors):
-        return f"validation raised {error!r}"
-    # Not the input itself: it may be the whole session, secrets included.
+        return f"validation raised {type(error).__name__}"
+    # Not the input itself: it may be the whole session, secrets included; and pydantic's
+    # own message only where it quotes no input (not a validator's text, not a union's tag).
     return "; ".join(
-        f"{'.'.join(['the session', *map(str, problem['loc'])])}: {problem['msg']} "
+        f"{'.'.join(['the session', *map(str, problem['loc'])])}: {_message(problem)} "
         f"(found a {type(problem.get('input')).__name__})"
         for problem in errors()
     )
+
+
+# pydantic error types whose messages say what was expected, never what was found.
+_PLAIN_ERRORS = ("missing", "extra_forbidden", "literal_error", "enum", "too_short", "too_long")
+_PLAIN_SUFFIXES = ("_type", "_parsing", "_than", "_than_equal", "multiple_of")
+
+
+def _message(problem: Any) -> str:
+    kind = str(problem.get("type", ""))
+    if kind in _PLAIN_ERRORS or kind.endswith(_PLAIN_SUFFIXES):
+        return str(problem["msg"])
+    return kind.replace("_", " ") or "invalid"
 
 
 def _may_hold_sets(cls: type) -> bool:
@@ -254,34 +267,39 @@ def _has_key(node: Any, key: str) -> bool:
     return False
 
 
-def _order_sets(python: Any, data: Any) -> Any:
-    """``data``, a model's JSON dump, with each list that is a set in ``python`` (the same
-    model's Python dump) sorted."""
-    if isinstance(python, (set, frozenset)) and isinstance(data, list):
-        if all(type(value) in _convert.SCALARS for value in data):
-            return sorted(data, key=_canonical)
-        # Elements that are themselves tuples or sets: rebuilt from the Python values, since
-        # a copied set may iterate in another order than the one pydantic dumped.
-        return sorted((_set_element(value) for value in python), key=_canonical)
-    if isinstance(python, dict) and isinstance(data, dict):
-        return {
-            key: _order_sets(inner, value)
-            for (key, value), inner in zip(data.items(), python.values())
-        }
-    if isinstance(python, (list, tuple)) and isinstance(data, list):
-        return [_order_sets(inner, value) for inner, value in zip(python, data)]
-    return data
+def _order_sets(value: Any, data: Any) -> Any:
+    """``data``, pydantic's JSON dump of ``value``, with each list dumped from a set sorted.
 
-
-def _set_element(value: Any) -> Any:
-    """The JSON value of a set's element, with the sets inside it sorted."""
+    The dump is walked beside the values it was made from (the model's own attributes, not a
+    copy): a set iterates in the same order each time within a process, so its elements pair
+    up with pydantic's, and pydantic's JSON of each element is kept as it wrote it.
+    """
     if isinstance(value, (set, frozenset)):
-        return sorted((_set_element(item) for item in value), key=_canonical)
-    if isinstance(value, tuple):
-        return [_set_element(item) for item in value]
-    from pydantic_core import to_jsonable_python  # only pydantic sessions get here
-
-    return to_jsonable_python(value)
+        if not isinstance(data, list) or len(data) != len(value):  # a custom serializer
+            return data
+        return sorted(map(_order_sets, value, data), key=_canonical)
+    if isinstance(data, dict):
+        fields = getattr(type(value), "model_fields", None)
+        if fields is not None:  # a model: its fields by their JSON names, then its extras
+            names = {info.alias or name: name for name, info in fields.items()}
+            extra = getattr(value, "model_extra", None) or {}
+            return {
+                key: _order_sets(
+                    getattr(value, names[key]) if key in names else extra.get(key), item
+                )
+                for key, item in data.items()
+            }
+        if dataclasses.is_dataclass(value):
+            return {key: _order_sets(getattr(value, key, None), item) for key, item in data.items()}
+        if isinstance(value, dict) and len(value) == len(data):  # keys in one order
+            return {
+                key: _order_sets(inner, item)
+                for (key, item), inner in zip(data.items(), value.values())
+            }
+        return data
+    if isinstance(data, list) and isinstance(value, (list, tuple)) and len(value) == len(data):
+        return [_order_sets(inner, item) for inner, item in zip(value, data)]
+    return data
 
 
 def _canonical(value: Any) -> str:
@@ -317,7 +335,7 @@ def _difference(stored: Any, saved: Any, where: str) -> str | None:
         if lost:
             return f"{where} would be saved without its keys {lost}"
         for key, value in stored.items():
-            problem = _difference(value, saved[key], f"{where}[{key!r}]")
+            problem = _difference(value, saved[key], f"{where}{key_step(key)}")
             if problem is not None:
                 return problem
         return None

@@ -76,12 +76,13 @@ class Loader:
     wait for that and share it (a second load would wait for the first's lock for ever).
     """
 
-    __slots__ = ("guard", "load", "value")
+    __slots__ = ("guard", "load", "state", "value")
 
     def __init__(self, load: Callable[[], Any]) -> None:
         self.load = load
         self.value: Any = None
-        self.guard = threading.Lock()
+        self.guard = threading.Lock()  # held through a load: later users wait for it
+        self.state = threading.Lock()  # held only to change load and value together
 
     def get(self) -> Any:
         """The session, loaded now if it was not yet."""
@@ -90,14 +91,21 @@ class Loader:
             with self.guard:
                 value = self.value
                 if value is None:
-                    value = self.value = self.load()
+                    load = self.load
+                    value = load()
+                    with self.state:
+                        if self.load is load:  # not closed meanwhile: keep it for later uses
+                            self.value = value
         return value
 
     def close(self, load: Callable[[], Any]) -> None:
-        """Forget the session and use ``load`` on any later use (the handler has returned)."""
-        with self.guard:
-            self.value = None
+        """Forget the session and use ``load`` on any later use (the handler has returned).
+
+        It does not wait for a load in flight: that load ends by its call refusing it.
+        """
+        with self.state:
             self.load = load
+            self.value = None
 
 
 class LazySession(MutableMapping[str, Any]):

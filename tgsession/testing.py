@@ -272,8 +272,12 @@ class FakeBotAPI:
         limit = int(params.get("limit", 100))
         deadline = time.monotonic() + min(float(params.get("timeout", 0)), _LONG_POLL_CAP)
         with self._changed:
-            # An offset confirms every update before it, as on the real Bot API.
-            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+            # An offset confirms every update before it, as on the real Bot API; a negative
+            # one keeps the last -offset updates and forgets the others.
+            if offset < 0:
+                self._updates = self._updates[offset:]
+            else:
+                self._updates = [u for u in self._updates if u["update_id"] >= offset]
             while not self._updates and not self._closing:
                 left = deadline - time.monotonic()
                 if left <= 0:

@@ -35,15 +35,16 @@ logger = logging.getLogger("tgsession")
 
 # KEYS: lock, data. ARGV: token, ttl in ms. Replies, flat where it matters:
 # locked (now, or by an earlier run of this call): the entry's bytes, or nil if there is none
-# (an empty entry is bytes too, and refused as undecodable like on every other store);
+# (an empty entry is bytes too, and refused as undecodable like on every other store), or
+# {-1, type} for an entry of another Redis type, which a read refuses and a delete removes;
 # busy: the milliseconds the holder's lock has left, and the holder's token.
 _LOCK_AND_LOAD = """
-local kind = redis.call('TYPE', KEYS[2])['ok']
-if kind ~= 'string' and kind ~= 'none' then
-    return redis.error_reply('TGSESSION_NOT_BYTES ' .. kind)
-end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
         or redis.call('GET', KEYS[1]) == ARGV[1] then
+    local kind = redis.call('TYPE', KEYS[2])['ok']
+    if kind ~= 'string' and kind ~= 'none' then
+        return {-1, kind}
+    end
     return redis.call('GET', KEYS[2])
 end
 local left = redis.call('PTTL', KEYS[1])
@@ -87,6 +88,15 @@ return 0
 """
 
 _NOTHING = object()  # no value prefetched / no change requested
+
+
+class _Foreign:
+    """An entry of another Redis type than a string, found when its lock was taken."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
 
 
 def _milliseconds(seconds: float | None) -> int | None:
@@ -260,8 +270,16 @@ class RedisStorage:
             return held.change  # type: ignore[no-any-return]
         if held is not None and held.prefetched is not _NOTHING:
             value, held.prefetched = held.prefetched, _NOTHING
+            if isinstance(value, _Foreign):
+                raise self._refusal(key, f"TGSESSION_NOT_BYTES {value.kind}")
             return value  # type: ignore[no-any-return]
-        value = self.client.get(self.data_key(key))
+        try:
+            value = self.client.get(self.data_key(key))
+        except redis.ResponseError as error:
+            if str(error).startswith("WRONGTYPE"):  # a hash or list put there by another program
+                kind = self.client.type(self.data_key(key))
+                raise self._refusal(key, f"TGSESSION_NOT_BYTES {kind.decode()}") from None  # type: ignore[union-attr]
+            raise
         return value  # type: ignore[return-value]  # bytes: the client does not decode
 
     def write(self, key: str, data: bytes, ttl: float | None = None) -> None:
@@ -306,7 +324,7 @@ class RedisStorage:
             script.sha = self.client.script_load(script.script)
             return self.client.evalsha(script.sha, len(keys), *keys, *args)
 
-    def _lock_and_load_entry(self, held: _Held, deadline: float | None) -> bytes | None:
+    def _lock_and_load_entry(self, held: _Held, deadline: float | None) -> bytes | _Foreign | None:
         """Take the Redis lock of ``held.key``; return the entry, loaded in the same trip."""
         keys = [self.lock_key(held.key), self.data_key(held.key)]
         backoff = Backoff(deadline)
@@ -322,6 +340,8 @@ class RedisStorage:
             if reply is None or isinstance(reply, bytes):
                 return reply
             left, holder = reply
+            if left < 0:  # locked, and the entry is of another Redis type: `holder` names it
+                return _Foreign(holder.decode())
             if _takers.get(holder) == threading.get_ident():
                 raise SessionError(
                     f"session {held.key!r} is already open in this thread, through another "

@@ -12,6 +12,7 @@ import threading
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Union
 
+from . import _abandoned
 from .errors import SessionError, SessionStorageError, describe
 from .session import holders
 from .storage.base import Storage
@@ -32,31 +33,38 @@ Change = Union[bytes, Delete, None]  # what saving means: bytes to write, DELETE
 
 # A session as its thread holds it: (what the store is, entry). Stores are told apart by what
 # they are, not by the Python object, so that two objects for one store are one store.
-Mine = tuple[object, str]
+HeldKey = tuple[object, str]
 
 
 class _Threads(threading.local):
     """The sessions each thread holds."""
 
     def __init__(self) -> None:
-        self.held: set[Mine] = set()
+        self.held: set[HeldKey] = set()
 
 
 _threads = _Threads()
+_forks = 0  # how many forks this process descends from: a session is held by one process
+
+
+def forks() -> int:
+    """How many forks this process descends from (cheaper than comparing os.getpid())."""
+    return _forks
 
 
 def _after_fork_in_child() -> None:
     # A child forked inside a handler holds no lock of its parent's sessions: it must be able
     # to open them (and wait for the parent, as any other process would).
-    global _threads
+    global _threads, _forks
     _threads = _Threads()
+    _forks += 1
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def store_identity(storage: Storage) -> object:
-    """What ``storage`` is: its ``identity`` if it has one, else the object itself."""
+    """What ``storage`` is: its ``identity`` if it has one, else the object's id."""
     identity = getattr(storage, "identity", None)
     return id(storage) if identity is None else identity
 
@@ -73,9 +81,10 @@ class OpenSession:
         "baseline",
         "delete_if_unchanged",
         "entry",
+        "forks",
+        "held_key",
         "lock",
         "manager",
-        "mine",
         "registry",
         "session",
         "storage",
@@ -86,7 +95,12 @@ class OpenSession:
         self.manager = manager
         self.storage = storage
         self.entry = entry
-        self.mine: Mine = (store_identity(storage), entry)
+        try:
+            identity = store_identity(storage)
+        except Exception as error:  # a closed storage, say
+            raise storage_failed(entry, "lock", error) from error
+        self.held_key: HeldKey = (identity, entry)
+        self.forks = _forks  # the process that holds it
         # The sessions held by the thread that opens this one: a lazy session may be opened
         # by a thread the handler started and released by the handler's own.
         self.registry = _threads.held
@@ -96,14 +110,15 @@ class OpenSession:
         self.delete_if_unchanged = False  # cleared: if still equal to baseline, delete it
         self.session: Any = None
 
-    def held_by_this_thread(self) -> bool:
-        """Whether the thread opening this session holds it already."""
-        return self.mine in self.registry
-
     def take_lock(self) -> None:
-        """Take the storage's lock of the entry, and record that this thread holds it."""
+        """Take the storage's lock of the entry, and record that this thread holds it.
+
+        A session that this thread holds already is refused: its lock is not re-entrant.
+        """
         entry = self.entry
-        if self.held_by_this_thread():
+        if self.held_key in self.registry:
+            _abandoned.release()  # the holder may be an abandoned call of this thread
+        if self.held_key in self.registry:
             raise SessionError(
                 f"session {entry!r} is already open in this thread, by a handler or script "
                 "that is still running: pass that session along instead of opening it again "
@@ -117,7 +132,7 @@ class OpenSession:
         except Exception as error:
             raise storage_failed(entry, "lock", error) from error
         self.lock = lock
-        self.registry.add(self.mine)
+        self.registry.add(self.held_key)
 
     def cleared(self, *, restart: bool) -> None:
         """The session was just cleared: delete its entry when saving, unless it changes again.
@@ -132,7 +147,7 @@ class OpenSession:
 
     def release(self, error: BaseException | None = None) -> None:
         """Release the lock (telling it of ``error``, if the holder raised one)."""
-        self.registry.discard(self.mine)
+        self.registry.discard(self.held_key)
         if self.session is not None:
             holders.pop(id(self.session), None)
         if self.lock is not None:
@@ -146,6 +161,7 @@ class OpenSession:
         manager = self.manager
         data = manager.encode(self.entry, self.session)
         if data != self.baseline:
+            manager.check_nesting(self.entry, self.session, data)
             if manager.model.typed:
                 manager.check_loads_back(self.entry, data, self.session)
             return data
@@ -155,7 +171,7 @@ class OpenSession:
         """Apply a change computed by :meth:`change`."""
         if change is None:
             return
-        deleting = isinstance(change, Delete)
+        action = "delete" if isinstance(change, Delete) else "write"
         ttl = self.manager.ttl
         try:
             if isinstance(change, Delete):
@@ -167,5 +183,5 @@ class OpenSession:
         except SessionError:
             raise
         except Exception as error:
-            raise storage_failed(self.entry, "delete" if deleting else "write", error) from error
-        logger.debug("%s session %r", "deleted" if deleting else "saved", self.entry)
+            raise storage_failed(self.entry, action, error) from error
+        logger.debug("%s session %r", "deleted" if action == "delete" else "saved", self.entry)

@@ -9,28 +9,17 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ._opened import OpenSession, forks
 from .errors import SessionError
-from .opened import OpenSession
 from .session import Loader
 
 if TYPE_CHECKING:
     from .manager import SessionManager
 
 logger = logging.getLogger("tgsession")
-
-_forks = 0  # how many forks this process descends from: a call belongs to one process
-
-
-def _after_fork_in_child() -> None:
-    global _forks
-    _forks += 1
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class HeldSessions:
@@ -40,14 +29,13 @@ class HeldSessions:
     returned: once closed, the call refuses such a late session and releases it at once.
     """
 
-    __slots__ = ("closed", "forks", "guard", "loaders", "opened")
+    __slots__ = ("closed", "guard", "loaders", "opened")
 
     def __init__(self) -> None:
         self.opened: list[OpenSession] = []
         self.loaders: list[Loader] = []
         self.closed = False
         self.guard = threading.Lock()
-        self.forks = _forks  # which process's locks these are (cheaper than os.getpid)
 
     def lazy(self, manager: SessionManager[Any], update: Any) -> Any:
         """Return a stand-in for the session of ``manager`` for ``update`` that opens on first
@@ -88,24 +76,25 @@ class HeldSessions:
                 self.opened.append(opened)
                 return
         opened.release()
-        used_after_return()
+        refuse_use_after_return()
 
     def close(self) -> None:
         """Accept no more sessions, and make the lazy ones refuse any later use."""
         with self.guard:
             self.closed = True
         for loader in self.loaders:
-            loader.close(used_after_return)
+            loader.close(refuse_use_after_return)
 
     def finish(self, error: BaseException | None = None) -> None:
         """End the call: save the sessions unless the holder raised ``error``, then release.
 
-        In a child forked during the call, nothing: the sessions and their locks are the
-        parent's, which saves them.
+        In a child forked during the call, only the sessions that the child opened: those
+        opened before the fork, and their locks, are the parent's, which saves them.
         """
-        if _forks != self.forks:
-            return
         self.close()
+        current = forks()
+        if any(opened.forks != current for opened in self.opened):
+            self.opened = [opened for opened in self.opened if opened.forks == current]
         if error is None:
             try:
                 self.save()
@@ -144,7 +133,7 @@ class HeldSessions:
             raise failure
 
 
-def used_after_return() -> NoReturn:
+def refuse_use_after_return() -> NoReturn:
     raise SessionError(
         "a lazy session was used after its handler returned, when it is no longer locked and "
         "nothing would save it: use sessions only while their handler runs (join the threads "
