@@ -38,6 +38,7 @@ def start_worker(command: str, store: dict[str, Any], *args: Any) -> subprocess.
     """Start ``workers.py COMMAND STORE ARGS...`` in a process of its own (see workers.py)."""
     return subprocess.Popen(
         [sys.executable, str(WORKERS), command, json.dumps(store), *map(str, args)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -245,3 +245,16 @@ def test_storage_failure_is_a_session_error_naming_the_key_and_the_handler_does_
         handler(Update(3))
     assert isinstance(raised.value.__cause__, ConnectionError)
     assert ran == []
+
+
+@pytest.mark.parametrize("mode", [2, 3], ids=["binary", "text"])
+def test_a_malformed_row_without_its_file_is_refused_as_foreign(tmp_path: Path, mode: int) -> None:
+    directory = tmp_path / "sessions"
+    storage = DiskStorage(directory)
+    storage.write("session:1", b'{"count":1}')
+    with sqlite3.connect(directory / "cache.db") as db:  # file-backed modes, but no file name
+        db.execute("UPDATE Cache SET mode = ? WHERE key = 'session:1'", (mode,))
+    db.close()
+    errors: list[SessionError] = []
+    assert list(counter(storage).items(on_error=lambda key, error: errors.append(error))) == []
+    assert len(errors) == 1 and isinstance(errors[0], SessionDecodeError)

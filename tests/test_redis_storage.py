@@ -10,6 +10,7 @@ import socket
 import subprocess
 import threading
 import time
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -467,3 +468,20 @@ def test_a_save_that_fails_before_reaching_redis_releases_the_lock_at_once() -> 
         with manager.open(1) as session:
             assert session == {}
         assert time.monotonic() - started < 5, "the lock was left held for lock_ttl"
+
+
+def test_store_identity_tells_sentinel_services_apart_and_leaves_clients_without_address() -> None:
+    from redis.sentinel import Sentinel
+
+    from tgsession import RedisStorage
+
+    sentinel = Sentinel([("127.0.0.1", free_port())])  # nothing is contacted to build clients
+    first = RedisStorage(sentinel.master_for("bot-a"))
+    second = RedisStorage(sentinel.master_for("bot-b"))
+    again = RedisStorage(sentinel.master_for("bot-a"))
+    assert first.identity != second.identity and first.identity == again.identity
+
+    # A cluster client says no single address: such a storage object stands for itself.
+    from tgsession.storage.redis import _identity
+
+    assert _identity(types.SimpleNamespace(), "tgsession:") is None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -33,6 +34,15 @@ def stored_count(directory: Path, key: str) -> int:
     data = storage.read(f"session:{key}")
     storage.close()
     return int(json.loads(data or b'{"count": 0}')["count"])
+
+
+def rest_of(worker: subprocess.Popen[str]) -> str:
+    """What a worker still prints until it exits, after lines read with readline()."""
+    assert worker.stdin is not None and worker.stdout is not None
+    worker.stdin.close()
+    out = worker.stdout.read()
+    assert worker.wait(60) == 0
+    return out
 
 
 def checked_lines(output: str) -> list[tuple[int, int]]:
@@ -220,14 +230,28 @@ def test_a_store_file_planted_as_a_symlink_is_refused_and_its_target_untouched(
     assert target.read_bytes() == b"not yours"
 
 
-def test_a_store_directory_that_others_can_write_is_refused(tmp_path: Path) -> None:
+def test_a_store_directory_that_every_user_can_write_is_refused(tmp_path: Path) -> None:
     directory = tmp_path / "shared"
     directory.mkdir()
     directory.chmod(0o777)
-    with pytest.raises(SessionStorageError, match=r"other users.*chmod go-w"):
+    with pytest.raises(SessionStorageError, match=r"every user.*chmod o-w"):
+        DiskStorage(directory)
+    directory.chmod(0o1777)  # shared on purpose, as /tmp is: no chmod advice
+    with pytest.raises(SessionStorageError, match=r"every user.*a directory of your own"):
         DiskStorage(directory)
     directory.chmod(0o755)
     DiskStorage(directory).close()
+
+
+def test_a_group_writable_store_directory_is_used_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "team"
+    directory.mkdir()
+    directory.chmod(0o775)  # mkdir under umask 002, where each user has a group of their own
+    with caplog.at_level("WARNING", logger="tgsession"):
+        DiskStorage(directory).close()
+    assert "can be written by its group" in caplog.text
 
 
 @pytest.mark.parametrize("where", ["a file", "below a file"])
@@ -274,3 +298,60 @@ def test_the_default_store_logs_its_absolute_path_once(tmp_path: Path) -> None:
         check=True,
     )
     assert result.stderr.count(f"sessions are stored in {tmp_path / '.tgsession'}") == 1
+
+
+def test_a_forked_worker_that_opens_a_session_first_loses_no_save(tmp_path: Path) -> None:
+    # The daemon's child opens a session before anything else: the store it opens must take
+    # the database's shared lock for real, though the connection it inherited says it has it.
+    out = finish_worker(start_worker("fork-checked", disk(tmp_path), "k", 7, "open-first"))
+    assert checked_lines(out) == [(n, n) for n in range(1, 8)]
+    assert stored_count(tmp_path, "k") == 7
+
+
+def test_a_save_waiting_for_sqlite_while_the_lock_file_is_deleted_is_refused(
+    tmp_path: Path,
+) -> None:
+    # The save of A waits for SQLite's write lock (another writer holds it) while the lock
+    # file is deleted and B, on the new file, reads the session. A must not then write over
+    # what B goes on to save: A's save is refused, B's is kept.
+    directory = tmp_path / "sessions"
+    DiskStorage(directory).close()
+    a = start_worker("counted-on-cue", disk(directory), "k", 1)
+    b = start_worker("counted-on-cue", disk(directory), "k", 1)
+    for worker in (a, b):
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    writer = sqlite3.connect(directory / "cache.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # a slow commit of another bot, a checkpoint, a purge
+    assert a.stdin is not None and b.stdin is not None
+    a.stdin.write("go\n")
+    a.stdin.flush()
+    assert a.stdout is not None and a.stdout.readline().strip() == "changed 1"  # A now saves
+    time.sleep(0.3)
+    (directory / "locks").unlink()
+    b.stdin.write("go\n")
+    b.stdin.flush()
+    assert b.stdout is not None and b.stdout.readline().strip() == "changed 1"
+    time.sleep(0.3)
+    writer.execute("COMMIT")
+    writer.close()
+    outputs = [rest_of(worker) for worker in (a, b)]
+    assert "failed" in outputs[0] and "lock file" in outputs[0]
+    assert outputs[1].splitlines()[0] == "1"
+    assert stored_count(directory, "k") == 1
+
+
+def test_a_store_opened_again_after_its_database_was_replaced_keeps_its_locks(
+    tmp_path: Path,
+) -> None:
+    # The old object fails (its database is gone); closing it must not drop the locks that
+    # the new object holds on the same lock file.
+    directory = tmp_path / "sessions"
+    old = DiskStorage(directory)
+    for name in ("cache.db", "cache.db-wal", "cache.db-shm"):
+        (directory / name).unlink(missing_ok=True)
+    new = DiskStorage(directory)
+    with new.lock("session:k"):
+        old.close()
+        probe = start_worker("try-lock", disk(directory), "session:k")
+        assert finish_worker(probe).splitlines()[0] == "busy"
+    new.close()

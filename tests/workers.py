@@ -17,9 +17,15 @@ reopen-checked STORE KEY N    (disk) while another thread keeps its connection t
                               close the storage and open the directory again, then apply N
                               increments; after each, a fresh process reads the session:
                               print "<count> <count the fresh process saw>"
-fork-checked STORE KEY N      (disk) fork; the parent exits at once, as a daemon's does; the
-                              child lists the sessions before its first open(), then goes on
-                              as reopen-checked does
+fork-checked STORE KEY N [open-first]
+                              (disk) fork; the parent exits at once, as a daemon's does; the
+                              child lists the sessions before its first open() (unless
+                              open-first), then goes on as reopen-checked does
+counted-on-cue STORE KEY N    N increments, each after a line on stdin ("ready" first,
+                              "changed <count>" before each save, then as counted); before
+                              each, the lock of another key is taken and released, as any
+                              update of another user would (it notices a new lock file)
+try-lock STORE ENTRY          print "busy" if the lock of ENTRY is held elsewhere, else "free"
 counted STORE KEY N [HOLD]    N increments, each holding the session HOLD seconds and
                               printing "<count>" once saved ("failed <error>" for one that
                               raised); for tests that count saves
@@ -161,10 +167,33 @@ def main() -> None:
         )
         checked_increments(reopened, directory, key, int(sys.argv[4]))
     elif command == "fork-checked":
+        with counter.open(key) as session:  # the parent has used the store
+            pass
         if os.fork():
             os._exit(0)
-        list(counter.items())  # the child's first use of the store: a listing
+        if sys.argv[5:] != ["open-first"]:
+            list(counter.items())  # the child's first use of the store: a listing
         checked_increments(counter, spec["disk"], key, int(sys.argv[4]))
+    elif command == "counted-on-cue":
+        print("ready", flush=True)
+        for _ in range(int(sys.argv[4])):
+            sys.stdin.readline()
+            with counter.storage.lock("session:another user"):
+                pass
+            try:
+                with counter.open(key) as session:
+                    session["count"] += 1
+                    print("changed", session["count"], flush=True)
+            except SessionError as error:
+                print("failed", error, flush=True)
+                continue
+            print(session["count"], flush=True)
+    elif command == "try-lock":
+        try:
+            with DiskStorage(spec["disk"], lock_timeout=0.2).lock(key):
+                print("free", flush=True)
+        except SessionError:
+            print("busy", flush=True)
     elif command == "counted":
         hold = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
         for _ in range(int(sys.argv[4])):

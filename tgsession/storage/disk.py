@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import diskcache
-from diskcache.core import DBNAME, MODE_PICKLE
+from diskcache.core import DBNAME, MODE_RAW
 
 from ..errors import SessionDecodeError, SessionLockLost, SessionStorageError, describe
 from ._locking import Backoff, KeyedLocks, lock_timeout
@@ -75,7 +75,7 @@ class _SafeDisk(diskcache.Disk):  # type: ignore[misc]
         return super().get(key, raw) if raw else _FOREIGN  # raw=False: a pickled key
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
-        if filename is not None or mode == MODE_PICKLE:
+        if mode != MODE_RAW or filename is not None:  # pickled, or in a file, or malformed
             return _FOREIGN
         return super().fetch(mode, filename, value, read)
 
@@ -106,11 +106,24 @@ def _check_directory(path: str) -> os.stat_result:
     info = os.stat(path)
     if not stat.S_ISDIR(info.st_mode):
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", path)
-    if info.st_mode & 0o022:
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & stat.S_IWOTH:
+        fix = (
+            f"use a directory of your own inside it (say {os.path.join(path, 'mybot')})"
+            if mode & stat.S_ISVTX  # /tmp and the like: shared on purpose
+            else f"run 'chmod o-w {path}', or choose a directory only you can write"
+        )
         raise SessionStorageError(
-            f"the session store {path} can be written by other users (mode "
-            f"{stat.S_IMODE(info.st_mode):o}), who could replace its files with links to "
-            f"other files: run 'chmod go-w {path}', or choose a directory only you can write"
+            f"the session store {path} can be written by every user (mode {mode:o}), who "
+            f"could replace its files with links to other files: {fix}"
+        )
+    if mode & stat.S_IWGRP:
+        logger.warning(
+            "the session store %s can be written by its group (mode %o): every member could "
+            "replace its files; run 'chmod g-w %s' unless the group is yours alone",
+            path,
+            mode,
+            path,
         )
     if info.st_uid != os.geteuid():
         logger.warning(
@@ -151,12 +164,18 @@ def _create_database_file(path: str) -> None:
 
 
 class _LockFile:
-    """One opened lock file."""
+    """One lock file, opened once per process and shared by every store object on it.
 
-    __slots__ = ("fd",)
+    Closing any descriptor of a file drops every lockf lock the process holds on it, so the
+    process has one descriptor per lock file, closed when its last user is done.
+    """
 
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    __slots__ = ("fd", "identity", "users")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.identity = _identity(os.fstat(fd))
+        self.users = 0  # _Directory objects of this process using it
 
     def deleted(self) -> bool:
         """Whether the file was deleted (or replaced) since it was opened.
@@ -166,78 +185,108 @@ class _LockFile:
         return os.fstat(self.fd).st_nlink == 0
 
 
-# Linux's O_PATH descriptors can be closed without dropping the process's POSIX locks on the
-# file (the kernel skips that step for them), unlike any other descriptor: they may watch the
-# database file that SQLite locks. Elsewhere the database is watched by its path.
-_O_PATH: int | None = getattr(os, "O_PATH", None)
+_lock_files: dict[tuple[int, int], _LockFile] = {}  # guarded by _directories_guard
+# Descriptors that must stay open: a second one of a lock file this process uses (opened in
+# a race with its replacement), whose closing would drop the locks held through the first.
+_kept_open: list[int] = []
 
 
-class _DatabaseWatch:
-    """Tells whether the database file this process opened is still the one at its path."""
-
-    __slots__ = ("fd", "identity", "path")
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.identity = _identity(os.stat(path))
-        self.fd = None if _O_PATH is None else os.open(path, _O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-
-    def gone(self) -> str | None:
-        """What happened to the database, or None if it is in place."""
-        if self.fd is not None:  # one fstat, 1.5 us here, against 2.4 us for a stat
-            return "was deleted" if os.fstat(self.fd).st_nlink == 0 else None
+def _use_lock_file(path: str) -> _LockFile:
+    """Return this process's _LockFile for the lock file at ``path``, opening it if needed."""
+    with _directories_guard:
         try:
-            if _identity(os.stat(self.path)) == self.identity:
-                return None
+            lock_file = _lock_files.get(_identity(os.stat(path)))
         except FileNotFoundError:
-            return "was deleted"
-        return "was replaced by another file"
+            lock_file = None
+        if lock_file is None:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            lock_file = _LockFile(fd)
+            if lock_file.identity in _lock_files:  # replaced between the stat and the open
+                _kept_open.append(fd)
+                lock_file = _lock_files[lock_file.identity]
+            else:
+                _lock_files[lock_file.identity] = lock_file
+        lock_file.users += 1
+        return lock_file
 
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
+
+def _release_lock_file(lock_file: _LockFile) -> None:
+    """Stop using ``lock_file``; the last user of this process closes it."""
+    with _directories_guard:
+        lock_file.users -= 1
+        if lock_file.users == 0:
+            if _lock_files.get(lock_file.identity) is lock_file:
+                del _lock_files[lock_file.identity]
+            os.close(lock_file.fd)
 
 
 class _Directory:
-    """What the threads of one process share for one store directory."""
+    """What the threads of one process share for one store directory.
 
-    def __init__(self, path: str, info: os.stat_result) -> None:
+    A forked child gets a _Directory of its own, with fresh thread locks (the parent's may be
+    held by threads that do not exist in the child), but the same diskcache Cache: diskcache
+    notices the fork and replaces the connection it inherited. A second Cache would connect
+    while that inherited connection still tells SQLite, in the child's copy of its memory,
+    that the process holds the database's shared lock: it would then hold none, and the next
+    process to close the store would delete the write-ahead log under the child.
+    """
+
+    def __init__(self, path: str, info: os.stat_result, parent: _Directory | None) -> None:
         self.generation = _generation
         self.path = path
         self.identity = _identity(info)
         self.store = ("disk", *self.identity)  # what DiskStorage.identity gives
         self.db_path = os.path.join(path, DBNAME)
         self.lock_path = os.path.join(path, LOCK_FILE)
-        _create_database_file(self.db_path)
-        self.cache = diskcache.Cache(path, disk=_SafeDisk, **CACHE_SETTINGS)
-        self.database = _DatabaseWatch(self.db_path)
-        self.lock_file = _LockFile(self.lock_path)
-        # Lock files replaced since: still locked by threads that took a byte before the
-        # switch, so closing them (which would drop those locks) waits for close().
-        self.retired: list[_LockFile] = []
+        if parent is None:
+            _create_database_file(self.db_path)
+            self.cache = diskcache.Cache(path, disk=_SafeDisk, **CACHE_SETTINGS)
+            self.db_identity = _identity(os.stat(self.db_path))
+        else:
+            self.cache, self.db_identity = parent.cache, parent.db_identity
+        self.lock_file = _use_lock_file(self.lock_path)
+        # Every lock file used since opening: a replaced one stays open while this directory
+        # is, since threads may still hold bytes of it (one descriptor per replacement).
+        self.lock_files = [self.lock_file]
         self.switching = threading.Lock()
         self.threads = KeyedLocks()
         self.holding: dict[str, _LockFile] = {}  # the lock file of each key held here
         self.users = 0  # DiskStorage objects of this process using it
 
+    def gone(self) -> str | None:
+        """What happened to the database this process has open, or None if it is in place.
+
+        A stat of its path (2.4 us here): it also tells a directory renamed away, which a
+        descriptor would not.
+        """
+        try:
+            if _identity(os.stat(self.db_path)) == self.db_identity:
+                return None
+        except FileNotFoundError:
+            return "was deleted or moved"
+        return "was replaced by another file"
+
     def check_intact(self, key: str, action: str) -> None:
         """Raise SessionStorageError if the database of this store is no longer in place."""
-        problem = self.database.gone()
+        problem = self.gone()
         if problem is not None:
             raise SessionStorageError(
                 f"could not {action} session {key!r}: the session store {self.path} {problem} "
                 "while this process had it open, so its saves would go nowhere. Restore the "
-                "directory from a backup, or restart the bot to begin an empty store"
+                "directory, or restart the bot to begin an empty store"
             )
 
     def switch_lock_file(self, stale: _LockFile, key: str) -> None:
-        """The lock file at the path is no longer ``stale``: open the one there now."""
+        """The lock file at the path is no longer ``stale``: open the one there now.
+
+        ``stale`` stays open while this directory is (see ``lock_files``).
+        """
         with self.switching:
             if self.lock_file is not stale:  # another thread switched already
                 return
             self.check_intact(key, "lock")  # a deleted directory: stop here, with an error
-            self.lock_file = _LockFile(self.lock_path)
-            self.retired.append(stale)
+            self.lock_file = _use_lock_file(self.lock_path)
+            self.lock_files.append(self.lock_file)
         logger.warning(
             "the lock file %s was deleted or replaced while the bot ran; this process now "
             "locks the new one. Never delete it while a bot uses the store",
@@ -245,12 +294,13 @@ class _Directory:
         )
 
     def close(self) -> None:
-        # Closing a lock file drops every lockf lock this process holds on it, so callers must
-        # only close a directory that no handler is using.
+        """Close this thread's connection and release the lock files.
+
+        Callers close only a directory that no handler is using.
+        """
         self.cache.close()
-        self.database.close()
-        for lock_file in (self.lock_file, *self.retired):
-            os.close(lock_file.fd)
+        for lock_file in self.lock_files:
+            _release_lock_file(lock_file)
 
 
 _directories: dict[tuple[int, int], _Directory] = {}
@@ -274,20 +324,21 @@ def _use_directory(path: str) -> _Directory:
     lockf locks belong to a process, not to a thread or a file descriptor: two objects of one
     process on one directory must share their thread locks, or both would get in at once. The
     directory is known by its device and inode, so that two paths to it (a bind mount, a
-    link) share them too. A forked child starts afresh, since it inherits no lockf locks and
-    its copies of the parent's thread locks may be held by threads that do not exist in it.
+    link) share them too.
     """
     with _directories_guard:
         try:
             _make_directory(path)
             info = _check_directory(path)
             directory = _directories.get(_identity(info))
-            if (
-                directory is None
-                or directory.generation != _generation
-                or directory.database.gone()
-            ):
-                directory = _directories[_identity(info)] = _Directory(path, info)
+            if directory is None or directory.gone():
+                directory = _Directory(path, info, None)
+            elif directory.generation != _generation:  # a forked child: see _Directory
+                directory = _Directory(path, info, directory)
+            else:
+                directory.users += 1
+                return directory
+            _directories[directory.identity] = directory
         except SessionStorageError:
             raise
         except Exception as error:  # OSError, or sqlite3's errors from diskcache
@@ -436,22 +487,32 @@ class DiskStorage:
             "start afresh"
         )
 
-    def _check_before_change(self, key: str, action: str) -> None:
-        """Refuse a change that would be lost: the store is gone, or the lock was split."""
+    @contextlib.contextmanager
+    def _changing(self, key: str, action: str) -> Iterator[diskcache.Cache]:
+        """Hold a write transaction for a change of ``key``; refuse it, rolled back, if it
+        would be lost: the store is gone, or the lock file was replaced while ``key`` was held.
+
+        The checks come after the change and before its commit. Checked before the write,
+        they could pass while the write waited (up to seconds) for SQLite's lock, and a lock
+        file deleted meanwhile would let a newcomer read the state this write replaces.
+        """
         directory = self._dir()
-        directory.check_intact(key, action)
-        held = directory.holding.get(key)
-        if held is not None and held.deleted():
-            raise SessionLockLost(
-                f"the lock file {directory.lock_path} was deleted or replaced while session "
-                f"{key!r} was held, so another process may have changed it since: this "
-                "update's changes were not saved. Never delete the lock file of a running bot"
-            )
+        with directory.cache.transact():
+            yield directory.cache
+            directory.check_intact(key, action)
+            held = directory.holding.get(key)
+            if held is not None and held.deleted():
+                raise SessionLockLost(
+                    f"the lock file {directory.lock_path} was deleted or replaced while "
+                    f"session {key!r} was held, so another process may have changed it "
+                    "since: this update's changes were not saved. Never delete the lock file "
+                    "of a running bot"
+                )
 
     def write(self, key: str, data: bytes, ttl: float | None = None) -> None:
         """Store ``data`` under ``key``, for ``ttl`` seconds if given."""
-        self._check_before_change(key, "save")
-        self._cache().set(key, bytes(data), expire=ttl)
+        with self._changing(key, "save") as cache:
+            cache.set(key, bytes(data), expire=ttl)
 
     def purge(self) -> int:
         """Remove the expired sessions that are still on disk; return how many.
@@ -463,8 +524,8 @@ class DiskStorage:
 
     def delete(self, key: str) -> None:
         """Remove ``key`` if it is stored."""
-        self._check_before_change(key, "delete")
-        self._cache().delete(key)
+        with self._changing(key, "delete") as cache:
+            cache.delete(key)
 
     def keys(self, prefix: str) -> Iterator[str]:
         """Yield every stored key that starts with ``prefix``, a hundred rows at a time.

@@ -188,6 +188,26 @@ _takers: dict[bytes, int] = {}
 os.register_at_fork(after_in_child=_takers.clear)
 
 
+def _identity(client: Any, prefix: str) -> tuple[object, ...] | None:
+    """What a store is, for telling a session held through another storage object of the
+    same store: the server's address (or Sentinel service), the database and the prefix.
+
+    None where the client says no address (a cluster client): the storage object stands for
+    itself then. A server reached by two names is recognised anyway, by the lock's token
+    (see _lock_and_load_entry).
+    """
+    pool = getattr(client, "connection_pool", None)
+    where = getattr(pool, "connection_kwargs", None) or {}
+    address = (
+        where.get("path")
+        or getattr(pool, "service_name", None)  # Sentinel: one service is one server
+        or (where.get("host") and (where["host"], where.get("port")))
+    )
+    if not address:
+        return None
+    return ("redis", address, where.get("db", 0), prefix)
+
+
 class RedisStorage:
     """Sessions in Redis, shared by any number of processes on any number of hosts.
 
@@ -231,16 +251,7 @@ class RedisStorage:
         self._stop = threading.Event()
         self._state = _ProcessState()
         reset_in_children(self, RedisStorage._forked)
-        where = client.connection_pool.connection_kwargs
-        # What this store is, for telling a session held through another object of the same
-        # store: the server's address, the database and the prefix. (A server reached by two
-        # names is recognised too, by the lock's token: see _lock_and_load_entry.)
-        self.identity: tuple[object, ...] = (
-            "redis",
-            where.get("path") or (where.get("host"), where.get("port")),
-            where.get("db", 0),
-            prefix,
-        )
+        self.identity = _identity(client, prefix)
 
     def _forked(self) -> None:
         # A forked child inherits no Redis locks of its parent, no renewing thread, and
