@@ -94,38 +94,6 @@ def test_a_lazy_session_used_after_its_handler_returned_raises_and_holds_no_lock
         assert session == {"count": 2}
 
 
-def test_a_handler_calling_another_handler_of_its_own_session_gets_an_error_not_a_hang() -> None:
-    manager = counter()
-
-    @manager
-    def menu(update: Update, session: Any) -> None:
-        session["count"] += 1
-
-    @manager
-    def start(update: Update, session: Any) -> None:
-        menu(update)
-
-    @manager
-    def reset(update: Update, session: Any) -> None:
-        manager.delete(update.key)
-
-    outcome: list[BaseException] = []
-
-    def run(handler: Any) -> None:
-        try:
-            handler(Update(1))
-        except SessionError as error:
-            outcome.append(error)
-
-    for handler in (start, reset):
-        thread = threading.Thread(target=run, args=(handler,))
-        thread.start()
-        thread.join(5)
-        assert not thread.is_alive(), f"{handler.__name__} hung"
-    assert len(outcome) == 2
-    assert all("'session:1' is already open in this thread" in str(e) for e in outcome)
-
-
 def test_a_lazy_session_whose_load_failed_can_be_tried_again_without_hanging() -> None:
     storage = MemoryStorage()
     storage.write("session:1", b"corrupt")

@@ -22,7 +22,7 @@ import pytest
 
 from tgsession import DiskStorage, SessionError, SessionStorageError, with_session
 
-from conftest import child_env, finish_worker, redis_storage, start_worker
+from conftest import child_env, finish_worker, redis_storage, redis_url, start_worker
 
 
 def disk(directory: Path) -> dict[str, str]:
@@ -161,20 +161,22 @@ def test_two_paths_to_one_directory_share_one_set_of_locks(
     assert stored_count(real, "shared") == 400
 
 
-def opened_twice(first: Any, second: Any) -> None:
+def opened_twice(first: Any, second: Any) -> tuple[Any, Any]:
     """Open session 1 through ``first``, and inside it through ``second``."""
     outer = with_session(storage=first)
     inner = with_session(storage=second)
-    with outer.open(1), inner.open(1):
-        raise AssertionError("a second hold of one session must not be granted")
+    with outer.open(1) as one, inner.open(1) as two:
+        return one, two
 
 
 def test_two_disk_storages_for_one_directory_are_one_store_to_a_handler(tmp_path: Path) -> None:
+    # The nested open shares the session its caller holds, as within one storage object,
+    # instead of waiting for its own lock.
     (tmp_path / "link").symlink_to(tmp_path / "sessions", target_is_directory=True)
     first = DiskStorage(tmp_path / "sessions")
     second = DiskStorage(tmp_path / "link", lock_timeout=5)  # no hang, were it not seen
-    with pytest.raises(SessionError, match="already open in this thread"):
-        opened_twice(first, second)
+    one, two = opened_twice(first, second)
+    assert one is two
     assert first.identity == second.identity
 
 
@@ -182,15 +184,19 @@ def test_two_redis_storages_for_one_server_and_prefix_are_one_store_to_a_handler
     from tgsession import RedisStorage
 
     with redis_storage() as first:
-        # Another object, another connection, another name for the same server.
-        second = RedisStorage.from_url(
+        same = RedisStorage.from_url(redis_url(), prefix=first.prefix, lock_timeout=5)
+        # Another name for the same server: recognised by the lock's token, a clear error.
+        renamed = RedisStorage.from_url(
             "redis://localhost:6379/0", prefix=first.prefix, lock_timeout=5
         )
         try:
+            one, two = opened_twice(first, same)
+            assert one is two
             with pytest.raises(SessionError, match="already open in this thread"):
-                opened_twice(first, second)
+                opened_twice(first, renamed)
         finally:
-            second.close()
+            same.close()
+            renamed.close()
         # The first holder released its lock: the session is free again.
         with with_session(storage=first).open(1):
             pass

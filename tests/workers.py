@@ -26,6 +26,11 @@ counted-on-cue STORE KEY N    N increments, each after a line on stdin ("ready" 
                               each, the lock of another key is taken and released, as any
                               update of another user would (it notices a new lock file)
 try-lock STORE ENTRY          print "busy" if the lock of ENTRY is held elsewhere, else "free"
+webhook STORE FILE N          an unthreaded bot, isolate(bot, storage=STORE), handles N
+                              messages of user 42 given to process_new_updates one by one,
+                              as a webhook worker would; each adds one to the number in FILE
+                              (read, wait, write: no lock of its own) and to the user's
+                              session["updates"]
 counted STORE KEY N [HOLD]    N increments, each holding the session HOLD seconds and
                               printing "<count>" once saved ("failed <error>" for one that
                               raised); for tests that count saves
@@ -194,6 +199,35 @@ def main() -> None:
                 print("free", flush=True)
         except SessionError:
             print("busy", flush=True)
+    elif command == "webhook":
+        import telebot
+
+        from tgsession import isolate
+
+        bot = telebot.TeleBot("123:TEST", threaded=False)
+        isolate(bot, storage=counter.storage)
+        seen = with_session(storage=counter.storage)
+
+        @bot.message_handler(func=lambda message: True)
+        @seen
+        def handle(message: Any, session: dict[str, int]) -> None:
+            with open(key) as file:
+                value = int(file.read())
+            time.sleep(0.002)
+            with open(key, "w") as file:
+                file.write(str(value + 1))
+            session["updates"] = session.get("updates", 0) + 1
+
+        for update_id in range(int(sys.argv[4])):
+            message = {
+                "message_id": update_id,
+                "date": 1,
+                "chat": {"id": 42, "type": "private"},
+                "from": {"id": 42, "is_bot": False, "first_name": "Ann"},
+                "text": "hi",
+            }
+            update = telebot.types.Update.de_json({"update_id": update_id, "message": message})
+            bot.process_new_updates([update])
     elif command == "counted":
         hold = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
         for _ in range(int(sys.argv[4])):

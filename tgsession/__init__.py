@@ -8,6 +8,7 @@ def count(message, session):
 
 import importlib.util
 
+from ._call import after_save
 from .codec import Codec, JSONCodec
 from .decorator import with_session
 from .errors import (
@@ -21,6 +22,7 @@ from .errors import (
     SessionStorageError,
     SessionVersionError,
 )
+from .isolate import Isolation, isolate
 from .keys import (
     SessionKey,
     by_business_chat,
@@ -39,6 +41,7 @@ from .storage import DiskStorage, ListableStorage, MemoryStorage, Storage
 __all__ = [
     "Codec",
     "DiskStorage",
+    "Isolation",
     "JSONCodec",
     "LazySession",
     "LazyTypedSession",
@@ -58,6 +61,7 @@ __all__ = [
     "SessionStorageError",
     "SessionVersionError",
     "Storage",
+    "after_save",
     "by_business_chat",
     "by_business_connection",
     "by_chat",
@@ -66,6 +70,7 @@ __all__ = [
     "by_user_in_chat",
     "by_user_in_thread",
     "clear",
+    "isolate",
     "with_session",
 ]
 

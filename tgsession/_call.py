@@ -3,16 +3,23 @@
 Eager sessions are opened before the handler runs, in one global order; lazy ones when first
 used. When the call ends they are saved (unless the handler raised) and released, last taken
 first.
+
+While it runs, a call is *active* in its thread. A session that an active call of the thread
+holds already is not opened again (its lock is not re-entrant): a call nested inside (a
+handler called from a handler, an ``open()`` of the same key, the handler of an isolated
+update whose filter opened the session) *borrows* it. The borrower saves it when it ends
+well, and puts it back as it found it when it raises; the owner releases it.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
-from ._opened import OpenSession, forks
+from ._opened import HeldKey, OpenSession, forks
 from .errors import SessionError
 from .session import Loader
 
@@ -22,6 +29,59 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tgsession")
 
 
+class _Active(threading.local):
+    """The calls running in a thread, outermost first."""
+
+    def __init__(self) -> None:
+        self.calls: list[HeldSessions] = []
+
+
+_active = _Active()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's calls hold the parent's locks: a forked child borrows nothing from them.
+    global _active
+    _active = _Active()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def active_calls() -> list[HeldSessions]:
+    """The calls running in this thread, outermost first."""
+    return _active.calls
+
+
+def held_here(key: HeldKey) -> OpenSession | None:
+    """The session with ``key`` that an active call of this thread holds, if any."""
+    for call in _active.calls:
+        for opened in call.opened:
+            if opened.held_key == key:
+                return opened
+    return None
+
+
+class _Borrowed:
+    """A session a call borrowed, and how it was when borrowed (to put it back)."""
+
+    __slots__ = ("baseline", "data", "delete_if_unchanged", "opened", "stored")
+
+    def __init__(self, opened: OpenSession) -> None:
+        self.opened = opened
+        self.data = opened.manager.encode(opened.entry, opened.session)
+        self.baseline = opened.baseline
+        self.stored = opened.stored
+        self.delete_if_unchanged = opened.delete_if_unchanged
+
+    def restore(self) -> None:
+        """Put the session back as it was when borrowed, in place."""
+        opened, manager = self.opened, self.opened.manager
+        manager.model.reset(opened.session, manager.decode(opened.entry, self.data))
+        opened.baseline, opened.stored = self.baseline, self.stored
+        opened.delete_if_unchanged = self.delete_if_unchanged
+
+
 class HeldSessions:
     """The sessions of one handler call (or script): opened, then finished together.
 
@@ -29,13 +89,28 @@ class HeldSessions:
     returned: once closed, the call refuses such a late session and releases it at once.
     """
 
-    __slots__ = ("closed", "guard", "loaders", "opened")
+    __slots__ = ("after", "borrowed", "closed", "guard", "loaders", "opened", "stack", "update")
 
-    def __init__(self) -> None:
+    def __init__(self, update: Any = None) -> None:
+        self.update = update  # what the call is about, for current()
         self.opened: list[OpenSession] = []
+        self.borrowed: list[_Borrowed] = []
         self.loaders: list[Loader] = []
+        self.after: list[Callable[[], object]] = []  # run once the sessions are saved
         self.closed = False
         self.guard = threading.Lock()
+        self.stack: list[HeldSessions] | None = None  # the active calls it is among
+
+    def enter(self) -> None:
+        """Make the call active in this thread, until it finishes."""
+        self.stack = _active.calls
+        self.stack.append(self)
+
+    def _leave(self) -> None:
+        stack, self.stack = self.stack, None
+        if stack is not None:
+            # Not always the last one: an abandoned middleware call is finished later.
+            stack.remove(self)
 
     def lazy(self, manager: SessionManager[Any], update: Any) -> Any:
         """Return a stand-in for the session of ``manager`` for ``update`` that opens on first
@@ -78,6 +153,12 @@ class HeldSessions:
         opened.release()
         refuse_use_after_return()
 
+    def borrow(self, opened: OpenSession) -> None:
+        """Share ``opened``, held by an enclosing call: save it with this call's sessions, or
+        put it back if this call raises."""
+        if opened not in self.opened and all(b.opened is not opened for b in self.borrowed):
+            self.borrowed.append(_Borrowed(opened))
+
     def close(self) -> None:
         """Accept no more sessions, and make the lazy ones refuse any later use."""
         with self.guard:
@@ -86,32 +167,48 @@ class HeldSessions:
             loader.close(refuse_use_after_return)
 
     def finish(self, error: BaseException | None = None) -> None:
-        """End the call: save the sessions unless the holder raised ``error``, then release.
+        """End the call: save the sessions unless the holder raised ``error``, then release;
+        then, if all went well, run what was asked to run after the save.
 
         In a child forked during the call, only the sessions that the child opened: those
         opened before the fork, and their locks, are the parent's, which saves them.
         """
-        self.close()
-        current = forks()
-        if any(opened.forks != current for opened in self.opened):
-            self.opened = [opened for opened in self.opened if opened.forks == current]
+        try:
+            self.close()
+            current = forks()
+            if any(opened.forks != current for opened in self.opened):
+                self.opened = [opened for opened in self.opened if opened.forks == current]
+                self.borrowed.clear()
+            if error is None:
+                try:
+                    self.save()
+                except BaseException as failure:
+                    self._put_back()
+                    self.release(failure)
+                    raise
+            else:
+                self._put_back()
+            self.release(error)
+        finally:
+            self._leave()
         if error is None:
-            try:
-                self.save()
-            except BaseException as failure:
-                self.release(failure)
-                raise
-        self.release(error)
+            for callback in self.after:
+                callback()
 
     def save(self) -> None:
-        """Save every held session; encode them all first, so that one that cannot be
-        encoded leaves all of them as they were."""
-        if len(self.opened) == 1:  # the common case, without the list
+        """Save every held and borrowed session; encode them all first, so that one that
+        cannot be encoded leaves all of them as they were."""
+        if len(self.opened) == 1 and not self.borrowed:  # the common case, without lists
             self.opened[0].save(self.opened[0].change())
             return
-        changes = [(held, held.change()) for held in self.opened]
+        targets = self.opened + [borrowed.opened for borrowed in self.borrowed]
+        changes = [(held, held.change()) for held in targets]
         for held, change in changes:
             held.save(change)
+
+    def _put_back(self) -> None:
+        for borrowed in reversed(self.borrowed):
+            borrowed.restore()
 
     def release(self, error: BaseException | None = None) -> None:
         """Release every lock, last taken first, even if one release fails.
@@ -139,3 +236,19 @@ def refuse_use_after_return() -> NoReturn:
         "nothing would save it: use sessions only while their handler runs (join the threads "
         "that use it; for a next-step handler, decorate that handler too)"
     )
+
+
+def after_save(callback: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+    """Run ``callback(*args, **kwargs)`` once the running handler's sessions are saved.
+
+    For the reply that tells a user "saved": it is sent only if the save succeeded, and not
+    at all if the handler raises or the save fails. Callbacks run in the order given, after
+    the locks are released, in the handler's thread.
+    """
+    calls = _active.calls
+    if not calls:
+        raise SessionError(
+            "after_save() works inside a handler (or open(), or an isolated update) that "
+            "holds sessions; outside one there is no save to wait for"
+        )
+    calls[-1].after.append(functools.partial(callback, *args, **kwargs))

@@ -74,7 +74,8 @@ def wrap(
                 )
             kwargs.update(zip(shifted, args[cut:]))
             args = args[:cut]
-        held = HeldSessions()
+        held = HeldSessions(update)
+        held.enter()
         try:
             held.open(update, eager, lazy, kwargs)
             result = handler(*args, **kwargs)

@@ -184,4 +184,10 @@ class OpenSession:
             raise
         except Exception as error:
             raise storage_failed(self.entry, action, error) from error
+        # What is stored now counts as unchanged, should the session be saved again (by an
+        # enclosing call that borrowed it out).
+        if isinstance(change, Delete):
+            self.stored = False
+        else:
+            self.baseline, self.stored, self.delete_if_unchanged = change, True, False
         logger.debug("%s session %r", "deleted" if action == "delete" else "saved", self.entry)

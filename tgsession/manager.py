@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Callable, Generic, TypeVar
 
-from ._call import HeldSessions
+from . import _abandoned
+from ._call import HeldSessions, active_calls, held_here
 from ._handler import wrap
 from ._opened import DELETE, OpenSession, storage_failed
 from .codec import Codec, JSONCodec
@@ -152,7 +153,12 @@ class SessionManager(Generic[S]):
         Takes the same lock as the handlers, saves on a clean exit and discards on an exception.
         """
         held = HeldSessions()
-        opened = self.acquire(self.entry_key(session_key), held)
+        held.enter()
+        try:
+            opened = self.acquire(self.entry_key(session_key), held)
+        except BaseException as error:
+            held.finish(error)
+            raise
         try:
             yield opened.session
         except BaseException as error:
@@ -162,8 +168,18 @@ class SessionManager(Generic[S]):
 
     def delete(self, session_key: SessionKey) -> bool:
         """Delete the stored session with ``session_key``, under its lock; return whether
-        there was one."""
-        held = self.acquire(self.entry_key(session_key), load=False)
+        there was one.
+
+        Inside a handler that holds that session, it is cleared instead, and deleted when
+        the handler ends (unless the handler changes it again).
+        """
+        entry = self.entry_key(session_key)
+        shared = held_here(OpenSession(self, self.storage, entry).held_key)
+        if shared is not None:
+            existed = shared.stored
+            shared.cleared(restart=True)
+            return existed
+        held = self.acquire(entry, load=False)
         try:
             try:
                 existed = self._read(held.storage, held.entry) is not None
@@ -213,7 +229,7 @@ class SessionManager(Generic[S]):
                 data = self._read(self.storage, entry)
                 if data is None:
                     continue
-                session = self._decode(entry, data)
+                session = self.decode(entry, data)
             except SessionError as error:
                 if on_error is None:
                     raise
@@ -237,6 +253,43 @@ class SessionManager(Generic[S]):
                 "key (the session is then refused only if the handler uses it)"
             ) from error
 
+    def current(self, update: Any = None) -> S:
+        """Return this kind of session for ``update`` (by default, the update of the running
+        handler), as the running handler, its helpers and its filters share it.
+
+        It is the session object that the handler holds, if it holds it; otherwise it is
+        opened now and held until the outermost running call ends: an isolated update (see
+        :func:`~tgsession.isolate`), so that its filters and its handler see one session,
+        loaded once, under one lock. Outside a handler it raises SessionError.
+        """
+        calls = active_calls()
+        if update is None:
+            update = next((call.update for call in reversed(calls) if call.update), None)
+        if not calls or update is None:
+            raise SessionError(
+                f"{self.key}.current() works while a handler, an isolated update or open() "
+                "runs in this thread, for its update (or pass the update)"
+            )
+        session_key = self.key_of(update)
+        if session_key is None:
+            raise self._no_key(update)
+        entry = self.entry_key(session_key)
+        shared = held_here(OpenSession(self, self.storage, entry).held_key)
+        if shared is not None:
+            return shared.session  # type: ignore[no-any-return]
+        opened = self.acquire(entry, calls[0])
+        for call in calls[1:]:  # each running call puts it back if it raises
+            call.borrow(opened)
+        return opened.session  # type: ignore[no-any-return]
+
+    def _no_key(self, update: Any) -> SessionKeyError:
+        return SessionKeyError(
+            f"a {type(update).__name__} update has no key for the session {self.key!r}: "
+            f"{self._key_function} found none. Pass with_session(get_session_key=...) a "
+            "function that finds a key in such updates (by_chat, by_user_in_chat or your "
+            "own), or leave the session unused for them"
+        )
+
     @property
     def _key_function(self) -> str:
         return getattr(self.get_session_key, "__name__", "get_session_key")
@@ -249,6 +302,12 @@ class SessionManager(Generic[S]):
         Without ``into``, release() the result. If loading fails, the lock is released at once.
         """
         opened = OpenSession(self, self.storage, entry)
+        if _abandoned.pending():  # sessions of updates telebot dropped: release them first
+            _abandoned.release()
+        shared = held_here(opened.held_key)
+        if shared is not None and into is not None:  # held by an enclosing call: share it
+            into.borrow(shared)
+            return shared
         opened.take_lock()
         try:
             if load:
@@ -264,13 +323,7 @@ class SessionManager(Generic[S]):
         """Open the session of ``update`` on first use; it is saved with those in ``held``."""
         session_key = self.key_of(update)
         if session_key is None:
-            raise SessionKeyError(
-                f"a {type(update).__name__} update has no key for the session {self.key!r}: "
-                f"{self._key_function} found none. "
-                "Pass with_session(get_session_key=...) a function that finds a key in such "
-                "updates (by_chat, by_user_in_chat or your own), or leave the session unused "
-                "for them"
-            )
+            raise self._no_key(update)
         return self.acquire(self.entry_key(session_key), held).session
 
     def _read(self, storage: Storage, entry: str) -> bytes | None:
@@ -289,7 +342,7 @@ class SessionManager(Generic[S]):
         if data is None:
             session, opened.baseline = self.new_session(entry)
         else:
-            session = self._decode(entry, data)
+            session = self.decode(entry, data)
             opened.baseline, opened.stored = data, True
         opened.session = session
         holders[id(session)] = opened
@@ -306,7 +359,7 @@ class SessionManager(Generic[S]):
         # (which may be one shared object, nested lists included), and that holds what the
         # next load will give (a typed one is proven to load as it is saved).
         if not model.typed:
-            return self._decode(entry, data), data
+            return self.decode(entry, data), data
         loaded, problem = self._read_back(entry, data, session)
         if problem is not None:
             raise SessionError(
@@ -340,7 +393,8 @@ class SessionManager(Generic[S]):
                 "unchanged"
             )
 
-    def _decode(self, entry: str, data: bytes) -> Any:
+    def decode(self, entry: str, data: bytes) -> Any:
+        """Return the session that the stored ``data`` holds, or raise SessionDecodeError."""
         try:
             value = self.codec.decode(data)
         except RecursionError:

@@ -73,7 +73,9 @@ class SessionMiddleware(BaseMiddleware):
             call.abandon()
         if _abandoned.pending():
             _abandoned.release()
-        held = HeldSessions()
+        # Not made active (see HeldSessions.enter): telebot may skip post_process, and a
+        # later handler of this thread must not borrow from a call nobody will finish.
+        held = HeldSessions(update)
         try:
             held.open(update, self.eager, self.lazy, data)
         except BaseException as error:

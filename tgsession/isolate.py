@@ -1,0 +1,156 @@
+"""isolate(bot): one key's updates one at a time, in arrival order, filters included.
+
+telebot hands each update to its worker pool as a task (middlewares, filters and handler). The
+pool's workers take tasks in order but then race, so two updates of one user run at once and
+finish in any order, and a filter that reads the session decides before any lock. After
+``isolate(bot)``, every task whose update has a key waits in that key's own queue until the
+key's previous task has finished, and then joins the end of the pool's queue: keys run in
+parallel, one key runs in order, and a user who floods the bot holds at most one place in the
+pool's queue at a time.
+
+The task of an update runs inside a call of its own (see ``SessionManager.current``): sessions
+that its filters open stay locked until the update is over and are shared with its handlers.
+With ``storage=``, the whole update is also exclusive across processes and hosts, through that
+storage's lock of the key.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from typing import Any, Callable
+
+from ._call import HeldSessions
+from .keys import KeyStrategy, SessionKey, by_user
+from .storage.base import Storage
+
+logger = logging.getLogger("tgsession")
+
+Task = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class Isolation:
+    """What ``isolate(bot)`` installed on one bot; :meth:`undo` removes it."""
+
+    def __init__(self, bot: Any, get_session_key: KeyStrategy, storage: Storage | None) -> None:
+        if getattr(bot, "_tgsession_isolation", None) is not None:
+            raise ValueError(f"{bot!r} is isolated already: call isolate() once per bot")
+        self.bot = bot
+        self.get_session_key = get_session_key
+        self.storage = storage
+        self._exec_task = bot._exec_task  # telebot's own: the pool's put, or a direct call
+        self._process_new_updates = bot.process_new_updates
+        self._guard = threading.Lock()
+        self._waiting: dict[SessionKey, collections.deque[Task]] = {}  # keys now running
+        self._batch = threading.local()  # tasks of the updates being dispatched
+        bot._exec_task = self.exec_task
+        bot.process_new_updates = self.process_new_updates
+        bot._tgsession_isolation = self
+
+    def undo(self) -> None:
+        """Give the bot back its own dispatch."""
+        del self.bot._exec_task, self.bot.process_new_updates
+        self.bot._tgsession_isolation = None
+
+    def process_new_updates(self, updates: list[Any]) -> None:
+        """Dispatch ``updates`` as telebot does, then start their tasks in update_id order.
+
+        telebot dispatches a batch by update type (every message, then every callback query,
+        ...), so a user's button press could overtake the message they sent before it.
+        """
+        if getattr(self._batch, "order", None) is not None:  # dispatched from inside a task
+            self._process_new_updates(updates)
+            return
+        order = {}
+        for update in updates:
+            for name, value in vars(update).items():
+                if value is not None and name != "update_id":
+                    order[id(value)] = update.update_id
+                    break
+        self._batch.order, self._batch.tasks = order, []
+        try:
+            self._process_new_updates(updates)
+        finally:
+            tasks, self._batch.order = self._batch.tasks, None
+        unknown = float("inf")
+        tasks.sort(key=lambda task: order.get(id(task[1][0]), unknown) if task[1] else unknown)
+        for task in tasks:
+            self.start(*task)
+
+    def exec_task(self, task: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """telebot's ``_exec_task``: collect the task if a batch is being dispatched."""
+        tasks = getattr(self._batch, "tasks", None)
+        if getattr(self._batch, "order", None) is not None and tasks is not None:
+            tasks.append((task, args, kwargs))
+        else:
+            self.start(task, args, kwargs)
+
+    def start(
+        self, task: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Run the task now (on the pool), or queue it behind its key's running task."""
+        key = self._key(args[0]) if args else None
+        if key is None:
+            self._exec_task(task, *args, **kwargs)
+            return
+        with self._guard:
+            waiting = self._waiting.get(key)
+            if waiting is not None:
+                waiting.append((task, args, kwargs))
+                return
+            self._waiting[key] = collections.deque()
+        self._exec_task(self._run, key, task, args, kwargs)
+
+    def _key(self, update: Any) -> SessionKey | None:
+        try:
+            return self.get_session_key(update)
+        except Exception:  # the dispatching thread must go on: run the update unisolated
+            logger.exception("isolate: get_session_key raised on a %s", type(update).__name__)
+            return None
+
+    def _run(
+        self,
+        key: SessionKey,
+        task: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """Run one update's task in a call of its own, then start the key's next task."""
+        try:
+            lock = None if self.storage is None else self.storage.lock(f"$update:{key}")
+            if lock is not None:
+                lock.__enter__()
+            try:
+                call = HeldSessions(args[0])
+                call.enter()
+                try:
+                    task(*args, **kwargs)
+                except BaseException as error:
+                    call.finish(error)
+                    raise
+                call.finish()
+            finally:
+                if lock is not None:
+                    lock.__exit__(None, None, None)
+        finally:
+            with self._guard:
+                waiting = self._waiting[key]
+                following = waiting.popleft() if waiting else None
+                if following is None:
+                    del self._waiting[key]
+            if following is not None:  # to the end of the pool's queue: fair to other keys
+                self._exec_task(self._run, key, *following)
+
+
+def isolate(
+    bot: Any, get_session_key: KeyStrategy | None = None, storage: Storage | None = None
+) -> Isolation:
+    """Make ``bot`` run the updates of each key one at a time, in the order they arrived.
+
+    - ``get_session_key``: what an update's key is; :func:`~tgsession.by_user` by default.
+      Updates without a key run as before.
+    - ``storage``: also make each update exclusive across processes and hosts (webhook
+      workers), through this storage's lock of the key.
+    """
+    return Isolation(bot, by_user if get_session_key is None else get_session_key, storage)
