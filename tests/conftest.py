@@ -53,6 +53,15 @@ def finish_worker(process: subprocess.Popen[str], timeout: float = 120) -> str:
     return out
 
 
+def rest_of(worker: subprocess.Popen[str]) -> str:
+    """What a worker prints until it exits, after lines read with readline(); it must succeed."""
+    assert worker.stdin is not None and worker.stdout is not None
+    worker.stdin.close()
+    out = worker.stdout.read()
+    assert worker.wait(120) == 0, worker.stderr.read() if worker.stderr else ""
+    return out
+
+
 class RecordingStorage:
     """A real storage (a MemoryStorage unless replaced) that records every call, in order."""
 

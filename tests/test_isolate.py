@@ -19,7 +19,7 @@ import telebot
 from tgsession import DiskStorage, MemoryStorage, SessionError, isolate, with_session
 from tgsession.testing import FakeBotAPI
 
-from conftest import finish_worker, polling, start_worker
+from conftest import polling, rest_of, start_worker
 
 
 def threaded_bot(api: FakeBotAPI, threads: int = 8) -> telebot.TeleBot:
@@ -250,17 +250,24 @@ def test_with_a_storage_one_users_updates_exclude_each_other_across_processes(
 
     counter = tmp_path / "counter.txt"
     counter.write_text("0")
-    if backend == "disk":
-        spec: dict[str, Any] = {"disk": str(tmp_path / "sessions")}
+
+    def run_together(spec: dict[str, Any]) -> list[str]:
         workers = [start_worker("webhook", spec, str(counter), 60) for _ in range(2)]
-        outputs = [finish_worker(worker) for worker in workers]
+        for worker in workers:  # both started up: they then handle their updates together
+            assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        return [rest_of(worker) for worker in workers]
+
+    if backend == "disk":
+        outputs = run_together({"disk": str(tmp_path / "sessions")})
         storage: Any = DiskStorage(tmp_path / "sessions")
         check = with_session(storage=storage)
     else:
         with redis_storage() as storage:
-            spec = {"redis": redis_url(), "prefix": storage.prefix}
-            workers = [start_worker("webhook", spec, str(counter), 60) for _ in range(2)]
-            outputs = [finish_worker(worker) for worker in workers]
+            outputs = run_together({"redis": redis_url(), "prefix": storage.prefix})
             check = with_session(storage=storage)
             with check.open(42) as session:
                 assert session == {"updates": 120}

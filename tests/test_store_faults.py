@@ -22,7 +22,7 @@ import pytest
 
 from tgsession import DiskStorage, SessionError, SessionStorageError, with_session
 
-from conftest import child_env, finish_worker, redis_storage, redis_url, start_worker
+from conftest import child_env, finish_worker, redis_storage, redis_url, rest_of, start_worker
 
 
 def disk(directory: Path) -> dict[str, str]:
@@ -34,15 +34,6 @@ def stored_count(directory: Path, key: str) -> int:
     data = storage.read(f"session:{key}")
     storage.close()
     return int(json.loads(data or b'{"count": 0}')["count"])
-
-
-def rest_of(worker: subprocess.Popen[str]) -> str:
-    """What a worker still prints until it exits, after lines read with readline()."""
-    assert worker.stdin is not None and worker.stdout is not None
-    worker.stdin.close()
-    out = worker.stdout.read()
-    assert worker.wait(60) == 0
-    return out
 
 
 def checked_lines(output: str) -> list[tuple[int, int]]:

@@ -30,7 +30,7 @@ webhook STORE FILE N          an unthreaded bot, isolate(bot, storage=STORE), ha
                               messages of user 42 given to process_new_updates one by one,
                               as a webhook worker would; each adds one to the number in FILE
                               (read, wait, write: no lock of its own) and to the user's
-                              session["updates"]
+                              session["updates"]; prints "ready" and starts on a line on stdin
 counted STORE KEY N [HOLD]    N increments, each holding the session HOLD seconds and
                               printing "<count>" once saved ("failed <error>" for one that
                               raised); for tests that count saves
@@ -209,15 +209,17 @@ def main() -> None:
         seen = with_session(storage=counter.storage)
 
         @bot.message_handler(func=lambda message: True)
-        @seen
-        def handle(message: Any, session: dict[str, int]) -> None:
-            with open(key) as file:
-                value = int(file.read())
+        def handle(message: Any) -> None:
+            with open(key) as file:  # work outside any session: only isolate's lock guards it
+                value = int(file.read() or -1000)
             time.sleep(0.002)
             with open(key, "w") as file:
                 file.write(str(value + 1))
+            session = seen.current()  # opened inside the isolated update: no deadlock
             session["updates"] = session.get("updates", 0) + 1
 
+        print("ready", flush=True)
+        sys.stdin.readline()
         for update_id in range(int(sys.argv[4])):
             message = {
                 "message_id": update_id,
