@@ -21,7 +21,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cases
+from benchmarks import cases, isolation
 from benchmarks.report import chart, print_report, targets
 
 FULL = dict(
@@ -70,6 +70,13 @@ def run(config: cases.Config) -> dict[str, Any]:
         results["concurrency"] = cases.concurrency(config, scratch / "concurrency")
         print("... lost updates", file=sys.stderr, flush=True)
         results["lost"] = cases.lost_updates(config)
+        print("... isolate(bot)", file=sys.stderr, flush=True)
+        results["isolate"] = {
+            **isolation.overhead(cases.random_users(1_000, config.updates, 3), config.rounds),
+            "latency ms": isolation.latency(0, 40, config.threads),
+            "latency flooded ms": isolation.latency(2_000, 40, config.threads),
+            "update ms": isolation.HANDLER_SECONDS * 1000,
+        }
         print("... peak memory", file=sys.stderr, flush=True)
         results["rss_kib"] = cases.peak_rss(config, directories)
     finally:

@@ -59,6 +59,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             results["rss_kib"][large] / results["rss_kib"][small],
             1.1,
         ),
+        *_isolate_targets(results),
         _target(
             "no lost updates for tgsession, 8 threads on one counter",
             sum(n for name, n in results["lost"].items() if name.startswith("tgsession")),
@@ -76,6 +77,27 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             ),
         )
     return found
+
+
+def _isolate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    found = results.get("isolate")
+    if found is None:  # results of a run before isolate() existed
+        return []
+    return [
+        _target(
+            "isolate(bot): at most 5 us per update in one process",
+            found["dispatch isolated"] - found["dispatch plain"],
+            5.0,
+            unit="us",
+        ),
+        _target(
+            f"isolate(bot): other users' latency while one floods, at most one update "
+            f"({found['update ms']:.0f} ms) above the unflooded figure",
+            found["latency flooded ms"] - found["latency ms"],
+            found["update ms"],
+            unit="ms",
+        ),
+    ]
 
 
 def _target(
@@ -123,6 +145,16 @@ def print_report(results: dict[str, Any]) -> None:
     print("\nLost updates: 8 threads increment one counter, expected total minus stored total\n")
     for name, lost in results["lost"].items():
         print(f"{name:<22}{lost:>8}")
+
+    found = results.get("isolate")
+    if found is not None:
+        print("\nisolate(bot): a bot's whole dispatch of one update, microseconds; the latency")
+        print("of other users' updates (dispatch to handler start), with and without one user")
+        print("flooding 2,000 updates; each update takes the handler one update's time\n")
+        print(f"{'dispatch plain':<34}{found['dispatch plain']:>9.1f} us")
+        print(f"{'dispatch isolated':<34}{found['dispatch isolated']:>9.1f} us")
+        print(f"{'latency, no flood':<34}{found['latency ms']:>9.2f} ms")
+        print(f"{'latency, one user flooding':<34}{found['latency flooded ms']:>9.2f} ms")
 
     print("\nPeak RSS of a process making updates, by number of stored sessions\n")
     smallest = results["rss_kib"][sizes[0]]

@@ -173,6 +173,10 @@ class HeldSessions:
         In a child forked during the call, only the sessions that the child opened: those
         opened before the fork, and their locks, are the parent's, which saves them.
         """
+        if not (self.opened or self.borrowed or self.loaders or self.after):  # nothing held
+            self.closed = True
+            self._leave()
+            return
         try:
             self.close()
             current = forks()

@@ -42,7 +42,8 @@ class Isolation:
         self._exec_task = bot._exec_task  # telebot's own: the pool's put, or a direct call
         self._process_new_updates = bot.process_new_updates
         self._guard = threading.Lock()
-        self._waiting: dict[SessionKey, collections.deque[Task]] = {}  # keys now running
+        # The keys whose update runs now, with the tasks waiting behind it (None: none yet).
+        self._waiting: dict[SessionKey, collections.deque[Task] | None] = {}
         self._batch = threading.local()  # tasks of the updates being dispatched
         bot._exec_task = self.exec_task
         bot.process_new_updates = self.process_new_updates
@@ -59,7 +60,9 @@ class Isolation:
         telebot dispatches a batch by update type (every message, then every callback query,
         ...), so a user's button press could overtake the message they sent before it.
         """
-        if getattr(self._batch, "order", None) is not None:  # dispatched from inside a task
+        # One update (a webhook's) is dispatched in order already; so is one dispatched from
+        # inside a task, whose batch collects its tasks.
+        if len(updates) < 2 or getattr(self._batch, "order", None) is not None:
             self._process_new_updates(updates)
             return
         order = {}
@@ -95,11 +98,13 @@ class Isolation:
             self._exec_task(task, *args, **kwargs)
             return
         with self._guard:
-            waiting = self._waiting.get(key)
-            if waiting is not None:
+            if key in self._waiting:
+                waiting = self._waiting[key]
+                if waiting is None:
+                    waiting = self._waiting[key] = collections.deque()
                 waiting.append((task, args, kwargs))
                 return
-            self._waiting[key] = collections.deque()
+            self._waiting[key] = None
         self._exec_task(self._run, key, task, args, kwargs)
 
     def _key(self, update: Any) -> SessionKey | None:
