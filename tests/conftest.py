@@ -53,6 +53,33 @@ def finish_worker(process: subprocess.Popen[str], timeout: float = 120) -> str:
     return out
 
 
+def said(worker: subprocess.Popen[str]) -> str:
+    """The next line a worker prints."""
+    assert worker.stdout is not None
+    return worker.stdout.readline().strip()
+
+
+def cue(worker: subprocess.Popen[str]) -> None:
+    """Tell a worker that waits for a line on its stdin to go on."""
+    assert worker.stdin is not None
+    worker.stdin.write("go\n")
+    worker.stdin.flush()
+
+
+def run_python(
+    script: str, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter that imports this checkout; it must succeed."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=child_env(**env),
+        check=True,
+    )
+
+
 def rest_of(worker: subprocess.Popen[str]) -> str:
     """What a worker prints until it exits, after lines read with readline(); it must succeed."""
     assert worker.stdin is not None and worker.stdout is not None

@@ -19,7 +19,7 @@ import telebot
 from tgsession import DiskStorage, MemoryStorage, SessionError, isolate, with_session
 from tgsession.testing import FakeBotAPI
 
-from conftest import polling, rest_of, start_worker
+from conftest import cue, polling, rest_of, said, start_worker
 
 
 def threaded_bot(api: FakeBotAPI, threads: int = 8) -> telebot.TeleBot:
@@ -253,12 +253,9 @@ def test_with_a_storage_one_users_updates_exclude_each_other_across_processes(
 
     def run_together(spec: dict[str, Any]) -> list[str]:
         workers = [start_worker("webhook", spec, str(counter), 60) for _ in range(2)]
-        for worker in workers:  # both started up: they then handle their updates together
-            assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
-        for worker in workers:
-            assert worker.stdin is not None
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
+        assert [said(worker) for worker in workers] == ["ready"] * 2  # both started up
+        for worker in workers:  # they then handle their updates together
+            cue(worker)
         return [rest_of(worker) for worker in workers]
 
     if backend == "disk":

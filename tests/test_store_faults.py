@@ -11,7 +11,6 @@ import shutil
 import sqlite3
 import stat
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +21,16 @@ import pytest
 
 from tgsession import DiskStorage, SessionError, SessionStorageError, with_session
 
-from conftest import child_env, finish_worker, redis_storage, redis_url, rest_of, start_worker
+from conftest import (
+    cue,
+    finish_worker,
+    redis_storage,
+    redis_url,
+    rest_of,
+    run_python,
+    said,
+    start_worker,
+)
 
 
 def disk(directory: Path) -> dict[str, str]:
@@ -267,13 +275,7 @@ def test_tgsession_dir_that_cannot_be_a_store_is_a_storage_error_naming_it(
         "except SessionStorageError as error:\n"
         "    print(error)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=child_env(TGSESSION_DIR=str(path)),
-        check=True,
-    )
+    result = run_python(script, TGSESSION_DIR=str(path))
     assert f"cannot use {path} as a session store" in result.stdout
     assert "TGSESSION_DIR" in result.stdout
 
@@ -286,14 +288,7 @@ def test_the_default_store_logs_its_absolute_path_once(tmp_path: Path) -> None:
         "for _ in range(3):\n"
         "    with counter.open(1): pass\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=child_env(),
-        check=True,
-    )
+    result = run_python(script, cwd=tmp_path)
     assert result.stderr.count(f"sessions are stored in {tmp_path / '.tgsession'}") == 1
 
 
@@ -315,19 +310,15 @@ def test_a_save_waiting_for_sqlite_while_the_lock_file_is_deleted_is_refused(
     DiskStorage(directory).close()
     a = start_worker("counted-on-cue", disk(directory), "k", 1)
     b = start_worker("counted-on-cue", disk(directory), "k", 1)
-    for worker in (a, b):
-        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    assert [said(a), said(b)] == ["ready", "ready"]
     writer = sqlite3.connect(directory / "cache.db", isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")  # a slow commit of another bot, a checkpoint, a purge
-    assert a.stdin is not None and b.stdin is not None
-    a.stdin.write("go\n")
-    a.stdin.flush()
-    assert a.stdout is not None and a.stdout.readline().strip() == "changed 1"  # A now saves
+    cue(a)
+    assert said(a) == "changed 1"  # A now saves, and waits for SQLite
     time.sleep(0.3)
     (directory / "locks").unlink()
-    b.stdin.write("go\n")
-    b.stdin.flush()
-    assert b.stdout is not None and b.stdout.readline().strip() == "changed 1"
+    cue(b)
+    assert said(b) == "changed 1"
     time.sleep(0.3)
     writer.execute("COMMIT")
     writer.close()
