@@ -24,10 +24,10 @@ from conftest import RecordingStorage, Update, by_key
 
 
 def counter(storage: Any = None, **options: Any) -> Any:
+    options.setdefault("get_session_key", by_key)
     return with_session(
         initial=lambda: {"count": 0},
         storage=MemoryStorage() if storage is None else storage,
-        get_session_key=by_key,
         **options,
     )
 
@@ -181,3 +181,92 @@ def test_a_thread_started_by_a_handler_waits_for_the_session_instead_of_sharing_
     with manager.open(1) as session:
         pass
     assert session["count"] == 1
+
+
+def test_a_handler_that_raises_after_a_nested_handler_returned_saves_nothing() -> None:
+    # One unit of work: the nested handler's success does not save the outer's half-done
+    # change, and its after_save callback waits for the outer save, which never comes.
+    storage = MemoryStorage()
+    manager = counter(storage)
+    replies: list[str] = []
+
+    @manager
+    def log(update: Update, session: Any) -> None:
+        session.setdefault("log", []).append("transfer")
+        after_save(replies.append, "logged")
+
+    @manager
+    def transfer(update: Update, session: Any) -> None:
+        session["count"] -= 30
+        log(update)
+        raise RuntimeError("the payment failed")
+
+    with pytest.raises(RuntimeError):
+        transfer(Update(1))
+    assert storage.read("session:1") is None
+    assert replies == []
+
+
+def test_after_save_of_a_helper_waits_for_the_session_it_changed_through_current(
+    bot_api: Any,
+) -> None:
+    # A filter of an isolated update opened the form; the handler, decorated with another
+    # session, changes the form through current(): its reply waits for the form's save too,
+    # and is not sent when that save fails.
+    import telebot
+
+    from tgsession import isolate
+
+    bot = telebot.TeleBot(bot_api.token, threaded=False)
+    isolate(bot)
+    profile = counter(MemoryStorage(), key="profile", get_session_key=None)
+    form = with_session(initial=lambda: {"step": "name"}, storage=FailingWrites())
+
+    @bot.message_handler(func=lambda message: form.current(message)["step"] == "name")
+    @profile
+    def name(message: Any, profile: Any) -> None:
+        profile["count"] += 1
+        form.current()["step"] = "age"
+        after_save(bot.reply_to, message, "How old are you?")
+
+    bot_api.push_message(user_id=2, text="Ann")
+    with pytest.raises(SessionStorageError):
+        bot.process_new_updates(bot.get_updates())
+    assert bot_api.calls() == []
+
+
+def test_a_callback_that_raises_is_logged_and_the_others_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    manager = counter()
+    replies: list[str] = []
+
+    @manager
+    def handler(update: Update, session: Any) -> None:
+        session["count"] += 1
+        after_save(lambda: 1 / 0)
+        after_save(replies.append, "second")
+
+    handler(Update(1))  # the save happened: the handler did not fail
+    assert replies == ["second"]
+    assert "after_save() raised" in caplog.text
+
+
+def test_a_thread_using_a_lazy_session_that_a_helper_opened_with_current_shares_it() -> None:
+    manager = counter(lazy=True)
+
+    @manager
+    def handler(update: Update, session: Any) -> None:
+        manager.current()["count"] += 1  # opened by the helper first
+
+        def worker() -> None:
+            session["count"] += 1  # the lazy stand-in: the same session, not a second lock
+
+        thread = threading.Thread(target=worker, daemon=True)
+        thread.start()
+        thread.join(5)
+        assert not thread.is_alive(), "the thread waited for the handler's own lock"
+
+    handler(Update(1))
+    with manager.open(1) as session:
+        assert session == {"count": 2}

@@ -288,3 +288,63 @@ def test_isolated_updates_reach_the_store_as_json(bot_api: FakeBotAPI, tmp_path:
         "name": "name",
         "step": "done",
     }
+
+
+def test_with_class_middlewares_a_raising_handler_saves_nothing_and_sends_no_reply(
+    bot_api: FakeBotAPI,
+) -> None:
+    # telebot catches the handler's exception itself in this mode: isolate still hears it.
+    from tgsession import after_save
+
+    bot = telebot.TeleBot(bot_api.token, threaded=False, use_class_middlewares=True)
+    form = with_session(initial=lambda: {"step": "name"}, storage=MemoryStorage())
+    isolate(bot)
+
+    @bot.message_handler(func=lambda message: form.current(message)["step"] == "name")
+    def name(message: Any) -> None:
+        form.current(message).update(step="age", half=True)
+        after_save(bot.reply_to, message, "How old are you?")
+        raise RuntimeError("the database is down")
+
+    bot_api.push_message(user_id=3, text="Ann")
+    bot.process_new_updates(bot.get_updates())
+    with form.open(3) as session:
+        assert session == {"step": "name"}
+    assert bot_api.calls() == []
+
+
+def test_webhook_requests_of_one_user_each_run_their_own_update(bot_api: FakeBotAPI) -> None:
+    # An unthreaded bot behind a webhook server: concurrent requests of one user take turns,
+    # each running its own update, so one update's failure fails only its own request.
+    bot = unthreaded(bot_api)
+    isolate(bot)
+    ran: dict[str, str] = {}
+
+    @bot.message_handler(func=lambda message: True)
+    def handle(message: Any) -> None:
+        ran[message.text] = threading.current_thread().name
+        time.sleep(0.05)
+        if message.text == "bad":
+            raise RuntimeError("bad update")
+
+    def request(text: str, outcome: dict[str, str]) -> None:
+        update = telebot.types.Update.de_json(
+            {"update_id": len(text), "message": bot_api.message(8, text)}
+        )
+        try:
+            bot.process_new_updates([update])
+            outcome[text] = "ok"
+        except RuntimeError:
+            outcome[text] = "failed"
+
+    outcome: dict[str, str] = {}
+    threads = [
+        threading.Thread(target=request, args=(text, outcome), name=text)
+        for text in ("good", "bad", "fine")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert outcome == {"good": "ok", "bad": "failed", "fine": "ok"}
+    assert ran == {"good": "good", "bad": "bad", "fine": "fine"}

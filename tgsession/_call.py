@@ -7,8 +7,10 @@ first.
 While it runs, a call is *active* in its thread. A session that an active call of the thread
 holds already is not opened again (its lock is not re-entrant): a call nested inside (a
 handler called from a handler, an ``open()`` of the same key, the handler of an isolated
-update whose filter opened the session) *borrows* it. The borrower saves it when it ends
-well, and puts it back as it found it when it raises; the owner releases it.
+update whose filter opened the session) *borrows* it. The outermost call is the one unit of
+work: it saves the session (a borrower that ends well leaves it to it), while a borrower
+that raises puts the session back as it found it. What a nested call asks to run after the
+save (``after_save``) runs after the outermost call's save.
 """
 
 from __future__ import annotations
@@ -53,12 +55,13 @@ def active_calls() -> list[HeldSessions]:
     return _active.calls
 
 
-def held_here(key: HeldKey) -> OpenSession | None:
-    """The session with ``key`` that an active call of this thread holds, if any."""
-    for call in _active.calls:
+def holder(calls: list[HeldSessions], key: HeldKey) -> tuple[int, OpenSession] | None:
+    """The position among ``calls`` of the call that holds the session with ``key``, and
+    that session; None if none of them holds it."""
+    for position, call in enumerate(calls):
         for opened in call.opened:
             if opened.held_key == key:
-                return opened
+                return position, opened
     return None
 
 
@@ -75,9 +78,11 @@ class _Borrowed:
         self.delete_if_unchanged = opened.delete_if_unchanged
 
     def restore(self) -> None:
-        """Put the session back as it was when borrowed, in place."""
+        """Put the session back as it was when borrowed, in place (if it changed: values
+        that the borrower's caller kept a reference to are then replaced by copies)."""
         opened, manager = self.opened, self.opened.manager
-        manager.model.reset(opened.session, manager.decode(opened.entry, self.data))
+        if manager.encode(opened.entry, opened.session) != self.data:
+            manager.model.reset(opened.session, manager.decode(opened.entry, self.data))
         opened.baseline, opened.stored = self.baseline, self.stored
         opened.delete_if_unchanged = self.delete_if_unchanged
 
@@ -106,11 +111,19 @@ class HeldSessions:
         self.stack = _active.calls
         self.stack.append(self)
 
-    def _leave(self) -> None:
+    def calls(self) -> list[HeldSessions]:
+        """The active calls among which this call looks for sessions to share: those of the
+        thread it runs in, even when a thread it started opens a session of it."""
+        return _active.calls if self.stack is None else self.stack
+
+    def _leave(self) -> HeldSessions | None:
+        """Stop being active; return the enclosing active call, if any."""
         stack, self.stack = self.stack, None
-        if stack is not None:
-            # Not always the last one: an abandoned middleware call is finished later.
-            stack.remove(self)
+        if stack is None:
+            return None
+        position = stack.index(self)
+        del stack[position]
+        return stack[position - 1] if position else None
 
     def lazy(self, manager: SessionManager[Any], update: Any) -> Any:
         """Return a stand-in for the session of ``manager`` for ``update`` that opens on first
@@ -154,8 +167,8 @@ class HeldSessions:
         refuse_use_after_return()
 
     def borrow(self, opened: OpenSession) -> None:
-        """Share ``opened``, held by an enclosing call: save it with this call's sessions, or
-        put it back if this call raises."""
+        """Share ``opened``, held by an enclosing call, which saves it: put it back if this
+        call raises."""
         if opened not in self.opened and all(b.opened is not opened for b in self.borrowed):
             self.borrowed.append(_Borrowed(opened))
 
@@ -167,8 +180,9 @@ class HeldSessions:
             loader.close(refuse_use_after_return)
 
     def finish(self, error: BaseException | None = None) -> None:
-        """End the call: save the sessions unless the holder raised ``error``, then release;
-        then, if all went well, run what was asked to run after the save.
+        """End the call: save the sessions it holds unless the holder raised ``error``, put
+        back those it borrowed if it did, release; then, if all went well, run what was
+        asked to run after the save (or hand it to the enclosing call, which saves last).
 
         In a child forked during the call, only the sessions that the child opened: those
         opened before the fork, and their locks, are the parent's, which saves them.
@@ -180,9 +194,9 @@ class HeldSessions:
         try:
             self.close()
             current = forks()
-            if any(opened.forks != current for opened in self.opened):
+            if any(opened.forks != current for opened in self.opened + self.borrowed_sessions):
                 self.opened = [opened for opened in self.opened if opened.forks == current]
-                self.borrowed.clear()
+                self.borrowed = [b for b in self.borrowed if b.opened.forks == current]
             if error is None:
                 try:
                     self.save()
@@ -194,19 +208,30 @@ class HeldSessions:
                 self._put_back()
             self.release(error)
         finally:
-            self._leave()
-        if error is None:
-            for callback in self.after:
+            enclosing = self._leave()
+        if error is not None:
+            return
+        if enclosing is not None:
+            enclosing.after.extend(self.after)
+            return
+        for callback in self.after:
+            try:
                 callback()
+            except Exception:  # the save happened: the update did not fail, the callback did
+                logger.exception("a callback given to after_save() raised")
+
+    @property
+    def borrowed_sessions(self) -> list[OpenSession]:
+        """The sessions this call borrowed."""
+        return [borrowed.opened for borrowed in self.borrowed]
 
     def save(self) -> None:
-        """Save every held and borrowed session; encode them all first, so that one that
+        """Save every session this call holds; encode them all first, so that one that
         cannot be encoded leaves all of them as they were."""
-        if len(self.opened) == 1 and not self.borrowed:  # the common case, without lists
+        if len(self.opened) == 1:  # the common case, without the list
             self.opened[0].save(self.opened[0].change())
             return
-        targets = self.opened + [borrowed.opened for borrowed in self.borrowed]
-        changes = [(held, held.change()) for held in targets]
+        changes = [(held, held.change()) for held in self.opened]
         for held, change in changes:
             held.save(change)
 
@@ -246,8 +271,9 @@ def after_save(callback: Callable[..., object], *args: Any, **kwargs: Any) -> No
     """Run ``callback(*args, **kwargs)`` once the running handler's sessions are saved.
 
     For the reply that tells a user "saved": it is sent only if the save succeeded, and not
-    at all if the handler raises or the save fails. Callbacks run in the order given, after
-    the locks are released, in the handler's thread.
+    at all if the handler raises or the save fails. Callbacks run in the order given, in the
+    handler's thread, once the outermost running call (the handler, or an isolated update)
+    has saved and released its sessions. A callback that raises is logged; the others run.
     """
     calls = _active.calls
     if not calls:

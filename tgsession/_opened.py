@@ -69,6 +69,14 @@ def store_identity(storage: Storage) -> object:
     return id(storage) if identity is None else identity
 
 
+def held_key_of(storage: Storage, entry: str) -> HeldKey:
+    """How a thread's record names the session ``entry`` of ``storage``."""
+    try:
+        return (store_identity(storage), entry)
+    except Exception as error:  # a closed storage, say
+        raise storage_failed(entry, "lock", error) from error
+
+
 def storage_failed(entry: str, action: str, error: BaseException) -> SessionStorageError:
     """The error for a storage operation that failed: it names the session and the cause."""
     return SessionStorageError(f"could not {action} session {entry!r}: {describe(error)}")
@@ -95,11 +103,7 @@ class OpenSession:
         self.manager = manager
         self.storage = storage
         self.entry = entry
-        try:
-            identity = store_identity(storage)
-        except Exception as error:  # a closed storage, say
-            raise storage_failed(entry, "lock", error) from error
-        self.held_key: HeldKey = (identity, entry)
+        self.held_key = held_key_of(storage, entry)
         self.forks = _forks  # the process that holds it
         # The sessions held by the thread that opens this one: a lazy session may be opened
         # by a thread the handler started and released by the handler's own.

@@ -17,17 +17,46 @@ storage's lock of the key.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 from typing import Any, Callable
 
 from ._call import HeldSessions
 from .keys import KeyStrategy, SessionKey, by_user
+from .storage._locking import KeyedLocks
 from .storage.base import Storage
 
 logger = logging.getLogger("tgsession")
 
 Task = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class _Failures:
+    """The bot's exception handler, with an ear for the isolated update now running.
+
+    With ``use_class_middlewares=True`` telebot catches a handler's exception itself and
+    only tells its exception handler: without this, an isolated update whose handler raised
+    would save what the handler changed through ``current()``.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner  # the bot's own exception handler, or None
+        self.running = threading.local()  # per thread: the exception of the update, if any
+
+    def handle(self, exception: Exception) -> bool:
+        if getattr(self.running, "watching", False):
+            self.running.failure = exception
+        return bool(self.inner.handle(exception)) if self.inner is not None else False
+
+    def watch(self) -> None:
+        self.running.watching, self.running.failure = True, None
+
+    def heard(self) -> BaseException | None:
+        """Stop watching; return the exception a handler of the update raised, if any."""
+        self.running.watching = False
+        failure: BaseException | None = self.running.failure
+        return failure
 
 
 class Isolation:
@@ -41,18 +70,23 @@ class Isolation:
         self.storage = storage
         self._exec_task = bot._exec_task  # telebot's own: the pool's put, or a direct call
         self._process_new_updates = bot.process_new_updates
+        self._failures = _Failures(bot.exception_handler)
         self._guard = threading.Lock()
         # The keys whose update runs now, with the tasks waiting behind it (None: none yet).
         self._waiting: dict[SessionKey, collections.deque[Task] | None] = {}
-        self._batch = threading.local()  # tasks of the updates being dispatched
-        bot._exec_task = self.exec_task
+        self._turns = KeyedLocks()  # unthreaded bots: one caller per key at a time
+        self._batch = threading.local()  # the tasks of the updates being dispatched
+        bot._exec_task = self._collect
         bot.process_new_updates = self.process_new_updates
+        bot.exception_handler = self._failures
         bot._tgsession_isolation = self
 
     def undo(self) -> None:
         """Give the bot back its own dispatch."""
-        del self.bot._exec_task, self.bot.process_new_updates
-        self.bot._tgsession_isolation = None
+        if self.bot._tgsession_isolation is self:
+            del self.bot._exec_task, self.bot.process_new_updates
+            self.bot.exception_handler = self._failures.inner
+            self.bot._tgsession_isolation = None
 
     def process_new_updates(self, updates: list[Any]) -> None:
         """Dispatch ``updates`` as telebot does, then start their tasks in update_id order.
@@ -62,50 +96,55 @@ class Isolation:
         """
         # One update (a webhook's) is dispatched in order already; so is one dispatched from
         # inside a task, whose batch collects its tasks.
-        if len(updates) < 2 or getattr(self._batch, "order", None) is not None:
+        if len(updates) < 2 or getattr(self._batch, "tasks", None) is not None:
             self._process_new_updates(updates)
             return
+        # telebot hands each handler the update's one field that is set (the message, the
+        # callback query, ...), the same object: known by its id, it gives the update_id.
         order = {}
         for update in updates:
             for name, value in vars(update).items():
                 if value is not None and name != "update_id":
                     order[id(value)] = update.update_id
                     break
-        self._batch.order, self._batch.tasks = order, []
+        tasks: list[Task] = []
+        self._batch.tasks = tasks
         try:
             self._process_new_updates(updates)
         finally:
-            tasks, self._batch.order = self._batch.tasks, None
+            self._batch.tasks = None
         unknown = float("inf")
         tasks.sort(key=lambda task: order.get(id(task[1][0]), unknown) if task[1] else unknown)
         for task in tasks:
-            self.start(*task)
+            self._start(*task)
 
-    def exec_task(self, task: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    def _collect(self, task: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """telebot's ``_exec_task``: collect the task if a batch is being dispatched."""
-        tasks = getattr(self._batch, "tasks", None)
-        if getattr(self._batch, "order", None) is not None and tasks is not None:
+        tasks: list[Task] | None = getattr(self._batch, "tasks", None)
+        if tasks is not None:
             tasks.append((task, args, kwargs))
         else:
-            self.start(task, args, kwargs)
+            self._start(task, args, kwargs)
 
-    def start(
+    def _start(
         self, task: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         """Run the task now (on the pool), or queue it behind its key's running task."""
         key = self._key(args[0]) if args else None
         if key is None:
             self._exec_task(task, *args, **kwargs)
-            return
-        with self._guard:
-            if key in self._waiting:
-                waiting = self._waiting[key]
-                if waiting is None:
-                    waiting = self._waiting[key] = collections.deque()
-                waiting.append((task, args, kwargs))
-                return
-            self._waiting[key] = None
-        self._exec_task(self._run, key, task, args, kwargs)
+        elif not self.bot.threaded:  # runs here: wait for the key's turn, as callers do
+            self._exec_task(self._run_in_turn, key, task, args, kwargs)
+        else:
+            with self._guard:
+                if key in self._waiting:
+                    waiting = self._waiting[key]
+                    if waiting is None:
+                        waiting = self._waiting[key] = collections.deque()
+                    waiting.append((task, args, kwargs))
+                    return
+                self._waiting[key] = None
+            self._exec_task(self._run_then_next, key, task, args, kwargs)
 
     def _key(self, update: Any) -> SessionKey | None:
         try:
@@ -114,30 +153,22 @@ class Isolation:
             logger.exception("isolate: get_session_key raised on a %s", type(update).__name__)
             return None
 
-    def _run(
-        self,
-        key: SessionKey,
-        task: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> None:
-        """Run one update's task in a call of its own, then start the key's next task."""
+    def _run_in_turn(self, key: SessionKey, *task: Any) -> None:
+        turns: set[SessionKey] = self._batch.__dict__.setdefault("turns", set())
+        if key in turns:  # an update dispatched from inside this key's own: it runs within
+            self._run(key, *task)
+            return
+        self._turns.acquire(key)
+        turns.add(key)
         try:
-            lock = None if self.storage is None else self.storage.lock(f"$update:{key}")
-            if lock is not None:
-                lock.__enter__()
-            try:
-                call = HeldSessions(args[0])
-                call.enter()
-                try:
-                    task(*args, **kwargs)
-                except BaseException as error:
-                    call.finish(error)
-                    raise
-                call.finish()
-            finally:
-                if lock is not None:
-                    lock.__exit__(None, None, None)
+            self._run(key, *task)
+        finally:
+            turns.discard(key)
+            self._turns.release(key)
+
+    def _run_then_next(self, key: SessionKey, *task: Any) -> None:
+        try:
+            self._run(key, *task)
         finally:
             with self._guard:
                 waiting = self._waiting[key]
@@ -145,7 +176,28 @@ class Isolation:
                 if following is None:
                     del self._waiting[key]
             if following is not None:  # to the end of the pool's queue: fair to other keys
-                self._exec_task(self._run, key, *following)
+                self._exec_task(self._run_then_next, key, *following)
+
+    def _run(
+        self,
+        key: SessionKey,
+        task: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """Run one update's task inside a call of its own (under the storage's lock)."""
+        storage = self.storage
+        with contextlib.nullcontext() if storage is None else storage.lock(f"$update:{key}"):
+            call = HeldSessions(args[0])
+            call.enter()
+            self._failures.watch()
+            try:
+                task(*args, **kwargs)
+            except BaseException as error:
+                self._failures.heard()
+                call.finish(error)
+                raise
+            call.finish(self._failures.heard())
 
 
 def isolate(

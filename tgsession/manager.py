@@ -16,9 +16,9 @@ from datetime import timedelta
 from typing import Any, Callable, Generic, TypeVar
 
 from . import _abandoned
-from ._call import HeldSessions, active_calls, held_here
+from ._call import HeldSessions, active_calls, holder
 from ._handler import wrap
-from ._opened import DELETE, OpenSession, storage_failed
+from ._opened import DELETE, OpenSession, held_key_of, storage_failed
 from .codec import Codec, JSONCodec
 from .errors import (
     SessionDecodeError,
@@ -174,8 +174,9 @@ class SessionManager(Generic[S]):
         the handler ends (unless the handler changes it again).
         """
         entry = self.entry_key(session_key)
-        shared = held_here(OpenSession(self, self.storage, entry).held_key)
-        if shared is not None:
+        found = holder(active_calls(), held_key_of(self.storage, entry))
+        if found is not None:
+            shared = found[1]
             existed = shared.stored
             shared.cleared(restart=True)
             return existed
@@ -274,11 +275,11 @@ class SessionManager(Generic[S]):
         if session_key is None:
             raise self._no_key(update)
         entry = self.entry_key(session_key)
-        shared = held_here(OpenSession(self, self.storage, entry).held_key)
-        if shared is not None:
-            return shared.session  # type: ignore[no-any-return]
-        opened = self.acquire(entry, calls[0])
-        for call in calls[1:]:  # each running call puts it back if it raises
+        found = holder(calls, held_key_of(self.storage, entry))
+        if found is None:
+            found = 0, self.acquire(entry, calls[0])
+        position, opened = found
+        for call in calls[position + 1 :]:  # each running call puts it back if it raises
             call.borrow(opened)
         return opened.session  # type: ignore[no-any-return]
 
@@ -304,10 +305,11 @@ class SessionManager(Generic[S]):
         opened = OpenSession(self, self.storage, entry)
         if _abandoned.pending():  # sessions of updates telebot dropped: release them first
             _abandoned.release()
-        shared = held_here(opened.held_key)
-        if shared is not None and into is not None:  # held by an enclosing call: share it
-            into.borrow(shared)
-            return shared
+        if into is not None:
+            found = holder(into.calls(), opened.held_key)
+            if found is not None:  # held by a running call: share it
+                into.borrow(found[1])
+                return found[1]
         opened.take_lock()
         try:
             if load:
