@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -189,3 +190,63 @@ def test_offline_demo_runs_without_a_token_or_network() -> None:
         assert [line for line in lines if f"user {user}:" in line] == [
             f"bot -> user {user}: count: {n}" for n in (1, 2, 3)
         ]
+
+
+def test_form_bot_goes_on_after_a_sigkill_mid_form(bot_api: FakeBotAPI, tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "form_bot.py")], env=example_env(bot_api, tmp_path)
+    )
+    try:
+        for text in ("/signup", "Ann"):
+            bot_api.push_message(user_id=1, text=text)
+            replies(bot_api, len(bot_api.calls()) + 1)
+    finally:
+        process.kill()  # SIGKILL: no chance to save anything more
+        process.wait(15)
+    with running("form_bot.py", bot_api, tmp_path):
+        for text in ("30", "Paris"):
+            bot_api.push_message(user_id=1, text=text)
+            replies(bot_api, len(bot_api.calls()) + 1)
+    assert [call["text"] for call in bot_api.calls()] == [
+        "What is your name?",
+        "How old are you?",
+        "Which city?",
+        "Signed up: Ann, 30, Paris",
+    ]
+
+
+# A webhook worker: the example's bot, fed one update per line of stdin.
+WEBHOOK_WORKER = """
+import json, runpy, sys, telebot
+bot = runpy.run_path(sys.argv[1])["bot"]
+for line in sys.stdin:
+    bot.process_new_updates([telebot.types.Update.de_json(json.loads(line))])
+"""
+
+
+def test_form_bot_in_two_webhook_workers_fed_alternately(
+    bot_api: FakeBotAPI, tmp_path: Path
+) -> None:
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WEBHOOK_WORKER, str(EXAMPLES / "form_bot.py")],
+            stdin=subprocess.PIPE,
+            text=True,
+            env=example_env(bot_api, tmp_path),
+        )
+        for _ in range(2)
+    ]
+    try:
+        for turn, text in enumerate(("/signup", "Bob", "41", "Rome")):
+            update = {"update_id": turn, "message": bot_api.message(2, text)}
+            worker = workers[turn % 2]
+            assert worker.stdin is not None
+            worker.stdin.write(json.dumps(update) + "\n")
+            worker.stdin.flush()
+            replies(bot_api, turn + 1)
+    finally:
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.close()
+            worker.wait(30)
+    assert [call["text"] for call in bot_api.calls()][-1] == "Signed up: Bob, 41, Rome"

@@ -36,6 +36,7 @@ from .keys import (
 from .manager import SessionManager
 from .middleware import SessionMiddleware
 from .session import LazySession, LazyTypedSession, Session, clear
+from .steps import Step, Steps
 from .storage import DiskStorage, ListableStorage, MemoryStorage, Storage
 
 __all__ = [
@@ -60,6 +61,8 @@ __all__ = [
     "SessionMigrationError",
     "SessionStorageError",
     "SessionVersionError",
+    "Step",
+    "Steps",
     "Storage",
     "after_save",
     "by_business_chat",
