@@ -22,7 +22,7 @@ from .errors import (
     SessionStorageError,
     SessionVersionError,
 )
-from .isolate import Isolation, isolate
+from .isolation import Isolation, isolate
 from .keys import (
     SessionKey,
     by_business_chat,
@@ -36,6 +36,7 @@ from .keys import (
 from .manager import SessionManager
 from .middleware import SessionMiddleware
 from .session import LazySession, LazyTypedSession, Session, clear
+from .states import StateStorage
 from .steps import Step, Steps
 from .storage import DiskStorage, ListableStorage, MemoryStorage, Storage
 
@@ -61,6 +62,7 @@ __all__ = [
     "SessionMigrationError",
     "SessionStorageError",
     "SessionVersionError",
+    "StateStorage",
     "Step",
     "Steps",
     "Storage",

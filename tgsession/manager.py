@@ -254,9 +254,10 @@ class SessionManager(Generic[S]):
                 "key (the session is then refused only if the handler uses it)"
             ) from error
 
-    def current(self, update: Any = None) -> S:
+    def current(self, update: Any = None, *, session_key: SessionKey | None = None) -> S:
         """Return this kind of session for ``update`` (by default, the update of the running
-        handler), as the running handler, its helpers and its filters share it.
+        handler; or the session with ``session_key``), as the running handler, its helpers
+        and its filters share it.
 
         It is the session object that the handler holds, if it holds it; otherwise it is
         opened now and held until the outermost running call ends: an isolated update (see
@@ -264,16 +265,17 @@ class SessionManager(Generic[S]):
         loaded once, under one lock. Outside a handler it raises SessionError.
         """
         calls = active_calls()
-        if update is None:
+        if update is None and session_key is None:
             update = next((call.update for call in reversed(calls) if call.update), None)
-        if not calls or update is None:
+        if not calls or (update is None and session_key is None):
             raise SessionError(
                 f"{self.key}.current() works while a handler, an isolated update or open() "
                 "runs in this thread, for its update (or pass the update)"
             )
-        session_key = self.key_of(update)
         if session_key is None:
-            raise self._no_key(update)
+            session_key = self.key_of(update)
+            if session_key is None:
+                raise self._no_key(update)
         entry = self.entry_key(session_key)
         found = holder(calls, held_key_of(self.storage, entry))
         if found is None:

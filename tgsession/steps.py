@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable, Union
 
 from .decorator import with_session
-from .isolate import isolate
+from .isolation import isolate
 from .keys import KeyStrategy, by_user
 from .storage.base import Storage
 
