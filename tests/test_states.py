@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pickle
 import runpy
@@ -12,17 +13,20 @@ from typing import Any
 
 import pytest
 
-from tgsession import DiskStorage, StateStorage
+from tgsession import DiskStorage, MemoryStorage, StateStorage, isolate
 from tgsession.testing import FakeBotAPI
 
 from conftest import polling
 
-pytest.importorskip("telebot.states.sync.context", reason="telebot before 4.22: no StatesV2")
+# telebot 4.22 brought StatesV2 (telebot.states, StateContext), which the example uses.
+needs_states_v2 = pytest.mark.skipif(
+    importlib.util.find_spec("telebot.states") is None, reason="telebot before 4.22"
+)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "survey_bot.py"
 
 
-from telebot.states import State, StatesGroup  # noqa: E402 (after the skip above)
+from telebot.handler_backends import State, StatesGroup  # noqa: E402 (every version)
 
 
 class Old(StatesGroup):  # at module level (pickle finds it by name), as in a real bot
@@ -52,6 +56,7 @@ def env(bot_api: FakeBotAPI, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     return bot_api
 
 
+@needs_states_v2
 def test_a_survey_is_asked_and_its_state_stored_as_json(env: FakeBotAPI, storage: Any) -> None:
     bot = survey(env, storage)
     for text in ("/start", "Ann"):
@@ -72,6 +77,7 @@ def test_a_survey_is_asked_and_its_state_stored_as_json(env: FakeBotAPI, storage
     assert storage.read(entry) is None  # state.delete() deleted the record
 
 
+@needs_states_v2
 def test_answers_sent_at_once_fill_one_question_each(env: FakeBotAPI, storage: Any) -> None:
     bot = survey(env, storage, threaded=True)
     users = range(1, 41)
@@ -84,8 +90,8 @@ def test_answers_sent_at_once_fill_one_question_each(env: FakeBotAPI, storage: A
     assert done == sorted(f"Thank you, name{user}, aged {user}." for user in users)
 
 
-def test_set_state_inside_a_retrieve_data_block_keeps_both(env: FakeBotAPI) -> None:
-    states = StateStorage(DiskStorage(Path(env.token.replace(":", "_"))))
+def test_set_state_inside_a_retrieve_data_block_keeps_both(tmp_path: Path) -> None:
+    states = StateStorage(DiskStorage(tmp_path))
     states.set_state(5, 5, "Survey:name")
     with states.get_interactive_data(5, 5) as data:
         data["name"] = "Eve"
@@ -98,6 +104,7 @@ def test_set_state_inside_a_retrieve_data_block_keeps_both(env: FakeBotAPI) -> N
     assert states.get_data(5, 5) == {"name": "Eve"}  # telebot's own saves it anyway
 
 
+@needs_states_v2
 def test_existing_telebot_states_are_imported_once_from_redis(storage: Any) -> None:
     import redis
     from telebot.storage import StateRedisStorage
@@ -122,6 +129,7 @@ def test_existing_telebot_states_are_imported_once_from_redis(storage: Any) -> N
             client.delete(key)
 
 
+@needs_states_v2
 def test_a_trusted_pickle_file_of_telebot_states_is_imported_with_a_warning(
     tmp_path: Path, storage: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -139,6 +147,7 @@ def test_a_trusted_pickle_file_of_telebot_states_is_imported_with_a_warning(
     assert "only for a file you trust" in caplog.text
 
 
+@needs_states_v2
 def test_the_survey_bot_goes_on_after_a_sigkill(bot_api: FakeBotAPI, tmp_path: Path) -> None:
     from test_examples import example_env, replies, running
 
@@ -158,3 +167,102 @@ def test_the_survey_bot_goes_on_after_a_sigkill(bot_api: FakeBotAPI, tmp_path: P
     with running("survey_bot.py", bot_api, tmp_path):
         bot_api.push_message(user_id=3, text="52")
         assert replies(bot_api, 3)[-1] == "Thank you, Hal, aged 52."
+
+
+class Survey(StatesGroup):
+    name = State()
+    age = State()
+
+
+def test_the_older_states_api_works_on_every_telebot_version(bot_api: FakeBotAPI) -> None:
+    # bot.set_state(user, state, chat) and retrieve_data(user, chat), from before StatesV2.
+    import telebot
+    from telebot import custom_filters
+
+    bot = telebot.TeleBot(
+        bot_api.token, threaded=False, state_storage=StateStorage(MemoryStorage())
+    )
+    isolate(bot)
+
+    @bot.message_handler(commands=["start"])
+    def start(message: Any) -> None:
+        bot.set_state(message.from_user.id, Survey.name, message.chat.id)
+        bot.send_message(message.chat.id, "name?")
+
+    @bot.message_handler(state=Survey.name)
+    def name(message: Any) -> None:
+        with bot.retrieve_data(message.from_user.id, message.chat.id) as data:
+            data["name"] = message.text
+        bot.set_state(message.from_user.id, Survey.age, message.chat.id)
+        bot.send_message(message.chat.id, "age?")
+
+    @bot.message_handler(state=Survey.age)
+    def age(message: Any) -> None:
+        with bot.retrieve_data(message.from_user.id, message.chat.id) as data:
+            name = data["name"]
+        bot.delete_state(message.from_user.id, message.chat.id)
+        bot.send_message(message.chat.id, f"thanks {name} {message.text}")
+
+    bot.add_custom_filter(custom_filters.StateFilter(bot))
+    for text in ("/start", "Ann", "30"):
+        bot_api.push_message(user_id=5, text=text)
+        bot.process_new_updates(bot.get_updates(offset=-1))
+    assert answers(bot_api) == ["name?", "age?", "thanks Ann 30"]
+
+
+def test_two_users_changing_each_others_state_at_once_do_not_wait_for_each_other(
+    bot_api: FakeBotAPI,
+) -> None:
+    # Each update holds its own user's state to its end; another user's state is changed
+    # after the update's save, so two users inviting each other cannot deadlock.
+    import telebot
+
+    states = StateStorage(MemoryStorage(lock_timeout=10))
+    bot = telebot.TeleBot(bot_api.token, threaded=True, num_threads=8, state_storage=states)
+    isolate(bot)
+    from telebot import custom_filters
+
+    @bot.message_handler(state=Survey.age)  # its filter holds the sender's own state
+    def invited(message: Any) -> None:
+        bot.send_message(message.chat.id, "you were invited")
+
+    @bot.message_handler(commands=["invite"])
+    def invite(message: Any) -> None:
+        other = int(message.text.split()[1])
+        bot.set_state(other, Survey.age, other)
+        bot.send_message(message.chat.id, f"invited {other}")
+
+    bot.add_custom_filter(custom_filters.StateFilter(bot))
+    for _ in range(20):
+        bot_api.push_message(user_id=1, text="/invite 2")
+        bot_api.push_message(user_id=2, text="/invite 1")
+    with polling(bot):
+        bot_api.wait_for_calls(40, timeout=30)
+    assert states.get_state(1, 1, bot_id=bot.bot_id) == "Survey:age"
+
+
+def test_imports_follow_the_prefix_and_separator_and_skip_what_is_no_state(
+    storage: Any, tmp_path: Path
+) -> None:
+    import redis
+
+    from conftest import redis_url
+
+    client = redis.Redis.from_url(redis_url(), decode_responses=True)
+    prefix = "tgsession-test-[1]"
+    try:
+        client.hset(f"{prefix}_5_5", mapping={"state": "Survey:age", "data": '{"a": 1}'})
+        client.set(f"{prefix}_junk", "not a hash")
+        states = StateStorage(storage)
+        assert states.import_redis(client, prefix, separator="_") == 1
+        assert states.get_state(5, 5) == "Survey:age" and states.get_data(5, 5) == {"a": 1}
+    finally:
+        client.delete(f"{prefix}_5_5", f"{prefix}_junk")
+    old = tmp_path / "old.pkl"  # telebot before 4.23: {chat: {user: record}}
+    old.write_bytes(pickle.dumps({6: {6: {"state": "Survey:name", "data": {}}}}))
+    assert states.import_pickle(str(old)) == 1
+    assert states.get_state(6, 6) == "Survey:name"
+    new = tmp_path / "new.pkl"
+    new.write_bytes(pickle.dumps({"my:bot:7:7": {"state": "Survey:name", "data": {}}}))
+    assert states.import_pickle(str(new), prefix="my:bot") == 1
+    assert states.get_state(7, 7) == "Survey:name"

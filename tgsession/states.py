@@ -19,17 +19,19 @@ import logging
 import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from telebot.storage import StateStorageBase
 
-from ._call import active_calls
+from ._call import active_calls, after_save
 from .decorator import with_session
+from .keys import SessionKey
 from .storage.base import Storage
 
 logger = logging.getLogger("tgsession")
 
 Record = dict[str, Any]  # {"state": "Group:name" or None, "data": {...}}
+T = TypeVar("T")
 
 
 def state_key(
@@ -44,6 +46,13 @@ def state_key(
     return ":".join([*context, str(chat_id), str(user_id)])
 
 
+def _belongs_to(update: Any, where: tuple[Any, ...]) -> bool:
+    """Whether the state of ``where`` (chat id, user id, ...) is the one of ``update``."""
+    chat = getattr(update, "chat", None) or getattr(getattr(update, "message", None), "chat", None)
+    user = getattr(update, "from_user", None)
+    return (getattr(chat, "id", None), getattr(user, "id", None)) == (where[0], where[1])
+
+
 class StateStorage(StateStorageBase):
     """A telebot state storage whose states are tgsession sessions, locked and JSON."""
 
@@ -52,16 +61,31 @@ class StateStorage(StateStorageBase):
         super().__init__()
         self.states = with_session(key=key, storage=storage, get_session_key=lambda u: u)
 
-    @contextmanager
-    def _holding(self, *where: Any) -> Iterator[Record]:
-        """The state record of ``where`` (telebot's chat, user, ... arguments), held by the
-        running update if there is one, else locked for the block and saved after it."""
+    def _change(self, where: tuple[Any, ...], change: Callable[[Record], T], writes: bool) -> T:
+        """Apply ``change`` to the state record of ``where`` (telebot's chat, user, business
+        connection, topic and bot id) and return what it returns.
+
+        In an update, the update's own state is held to the update's end (one atomic update
+        with its filters). Another user's state is not: held too, two users' updates that
+        touch each other's state would wait for each other for ever. It is read as stored,
+        and a change to it is applied after this update's save, under that state's lock.
+        """
         session_key = state_key(*where)
-        if active_calls():
-            yield self.states.current(session_key=session_key)
-        else:
+        calls = active_calls()
+        if not calls:
             with self.states.open(session_key) as record:
-                yield record
+                return change(record)
+        if _belongs_to(calls[0].update, where):
+            return change(self.states.current(session_key=session_key))
+        if writes:
+            after_save(self._change, where, change, True)  # after the update: no call then
+        return change(self._snapshot(session_key))
+
+    def _snapshot(self, session_key: SessionKey) -> Record:
+        """The state stored under ``session_key``, read without its lock."""
+        entry = self.states.entry_key(session_key)
+        data = self.states.storage.read(entry)
+        return {} if data is None else dict(self.states.decode(entry, data))
 
     def set_state(
         self,
@@ -73,12 +97,15 @@ class StateStorage(StateStorageBase):
         bot_id: int | None = None,
     ) -> bool:
         """Set the state (a telebot ``State`` is stored by its name)."""
-        with self._holding(
-            chat_id, user_id, business_connection_id, message_thread_id, bot_id
-        ) as record:
-            record["state"] = getattr(state, "name", state)
+        name = getattr(state, "name", state)
+
+        def change(record: Record) -> bool:
+            record["state"] = name
             record.setdefault("data", {})
-        return True
+            return True
+
+        where = (chat_id, user_id, business_connection_id, message_thread_id, bot_id)
+        return self._change(where, change, writes=True)
 
     def get_state(
         self,
@@ -89,10 +116,8 @@ class StateStorage(StateStorageBase):
         bot_id: int | None = None,
     ) -> str | None:
         """Return the state's name, or None."""
-        with self._holding(
-            chat_id, user_id, business_connection_id, message_thread_id, bot_id
-        ) as record:
-            return record.get("state")
+        where = (chat_id, user_id, business_connection_id, message_thread_id, bot_id)
+        return self._change(where, lambda record: record.get("state"), writes=False)
 
     def delete_state(
         self,
@@ -103,12 +128,14 @@ class StateStorage(StateStorageBase):
         bot_id: int | None = None,
     ) -> bool:
         """Delete the state and its data; return whether there was one."""
-        with self._holding(
-            chat_id, user_id, business_connection_id, message_thread_id, bot_id
-        ) as record:
+
+        def change(record: Record) -> bool:
             existed = bool(record)
             record.clear()
-        return existed
+            return existed
+
+        where = (chat_id, user_id, business_connection_id, message_thread_id, bot_id)
+        return self._change(where, change, writes=True)
 
     def set_data(
         self,
@@ -121,11 +148,13 @@ class StateStorage(StateStorageBase):
         bot_id: int | None = None,
     ) -> bool:
         """Set one value of the state's data."""
-        with self._holding(
-            chat_id, user_id, business_connection_id, message_thread_id, bot_id
-        ) as record:
+
+        def change(record: Record) -> bool:
             record.setdefault("data", {})[key] = value
-        return True
+            return True
+
+        where = (chat_id, user_id, business_connection_id, message_thread_id, bot_id)
+        return self._change(where, change, writes=True)
 
     def get_data(
         self,
@@ -136,10 +165,8 @@ class StateStorage(StateStorageBase):
         bot_id: int | None = None,
     ) -> dict[str, Any]:
         """Return a copy of the state's data."""
-        with self._holding(
-            chat_id, user_id, business_connection_id, message_thread_id, bot_id
-        ) as record:
-            return dict(record.get("data", {}))
+        where = (chat_id, user_id, business_connection_id, message_thread_id, bot_id)
+        return self._change(where, _data_copy, writes=False)
 
     def reset_data(
         self,
@@ -150,13 +177,14 @@ class StateStorage(StateStorageBase):
         bot_id: int | None = None,
     ) -> bool:
         """Empty the state's data; return whether there was a state."""
-        with self._holding(
-            chat_id, user_id, business_connection_id, message_thread_id, bot_id
-        ) as record:
-            existed = bool(record)
-            if existed:
+
+        def change(record: Record) -> bool:
+            if record:
                 record["data"] = {}
-        return existed
+            return bool(record)
+
+        where = (chat_id, user_id, business_connection_id, message_thread_id, bot_id)
+        return self._change(where, change, writes=True)
 
     @contextmanager
     def get_interactive_data(
@@ -167,18 +195,12 @@ class StateStorage(StateStorageBase):
         message_thread_id: int | None = None,
         bot_id: int | None = None,
     ) -> Iterator[Any]:
-        """``with bot.retrieve_data(...) as data:``: the state's data itself, under its lock
-        for the block; saved if the block ends well, left as it was if it raises.
-        ``set_state`` inside the block works."""
-        with self._holding(
-            chat_id, user_id, business_connection_id, message_thread_id, bot_id
-        ) as record:
-            before = json.dumps(record.get("data", {}))
-            try:
-                yield record.setdefault("data", {})
-            except BaseException:
-                record["data"] = json.loads(before)
-                raise
+        """``with bot.retrieve_data(...) as data:``: the state's data, saved if the block
+        ends well, left as it was if it raises. ``set_state`` inside the block works."""
+        where = (chat_id, user_id, business_connection_id, message_thread_id, bot_id)
+        data = self.get_data(*where)
+        yield data  # a copy: a block that raises changes nothing
+        self.save(chat_id, user_id, data, business_connection_id, message_thread_id, bot_id)
 
     def save(
         self,
@@ -190,54 +212,83 @@ class StateStorage(StateStorageBase):
         bot_id: int | None = None,
     ) -> bool:
         """Replace the state's data (what telebot's own data context calls on exit)."""
-        with self._holding(
-            chat_id, user_id, business_connection_id, message_thread_id, bot_id
-        ) as record:
-            record["data"] = data
-        return True
 
-    def import_redis(self, client: Any, prefix: str = "telebot", *, overwrite: bool = False) -> int:
-        """Copy the states a ``StateRedisStorage`` keeps under ``prefix``; return how many.
+        def change(record: Record) -> bool:
+            record["data"] = data
+            return True
+
+        where = (chat_id, user_id, business_connection_id, message_thread_id, bot_id)
+        return self._change(where, change, writes=True)
+
+    def import_redis(
+        self, client: Any, prefix: str = "telebot", separator: str = ":", *, overwrite: bool = False
+    ) -> int:
+        """Copy the states that a ``StateRedisStorage(prefix=..., separator=...)`` keeps;
+        return how many.
 
         States already here are kept unless ``overwrite``. The Redis keys are left as they
-        are.
+        are, and keys under the prefix that are not telebot states are skipped.
         """
+        from .storage.redis import glob_escape  # redis-py is there: the client is one
+
         copied = 0
-        for raw in client.scan_iter(match=prefix.replace("*", "\\*") + ":*", count=1000):
-            name = raw.decode()
-            fields = client.hgetall(raw)
-            state = fields.get(b"state")
-            data = json.loads(fields.get(b"data") or b"{}")
+        start = prefix + separator
+        for raw in client.scan_iter(match=glob_escape(start) + "*", count=1000):
+            name = _text(raw)
+            if _text(client.type(raw)) != "hash":
+                continue
+            fields = {_text(field): value for field, value in client.hgetall(raw).items()}
+            state = fields.get("state")
+            record = {
+                "state": None if state is None else _text(state),
+                "data": json.loads(fields.get("data") or "{}"),
+            }
             copied += self._copy(
-                name[len(prefix) + 1 :], state.decode() if state else None, data, overwrite
+                name[len(prefix + separator) :].split(separator), record, overwrite
             )
         return copied
 
-    def import_pickle(self, path: str, *, overwrite: bool = False) -> int:
-        """Copy the states of a ``StatePickleStorage`` file; return how many.
+    def import_pickle(
+        self, path: str, prefix: str = "telebot", separator: str = ":", *, overwrite: bool = False
+    ) -> int:
+        """Copy the states of a ``StatePickleStorage(file_path=path, prefix=..., separator=...)``
+        file; return how many.
 
-        The file has to be unpickled, which runs whatever code it holds: call this only on
-        a file you trust (it is logged as a warning). States already here are kept unless
-        ``overwrite``; the file is left as it is.
+        The file has to be unpickled, which runs whatever code it holds: call this only on a
+        file you trust (it is logged as a warning). Both its layouts are read: telebot 4.23's
+        and later (``{"<prefix>:...:<chat>:<user>": record}``) and the earlier one
+        (``{chat: {user: record}}``). States already here are kept unless ``overwrite``; the
+        file is left as it is.
         """
-        logger.warning(
-            "unpickling %s to import telebot states: do so only for a file you trust", path
-        )
+        logger.warning("unpickling %s to import telebot states: only for a file you trust", path)
         with open(path, "rb") as file:
             states = pickle.load(file)
         copied = 0
-        for name, record in states.items():
-            session_key = name.partition(":")[2]  # without telebot's prefix
-            state = record.get("state")
-            copied += self._copy(
-                session_key, getattr(state, "name", state), record.get("data") or {}, overwrite
-            )
+        for name, value in states.items():
+            if isinstance(name, str) and name.startswith(prefix + separator):
+                parts = name[len(prefix + separator) :].split(separator)
+                copied += self._copy(parts, value, overwrite)
+            elif isinstance(value, dict):  # before 4.23: chat id, then user id
+                for user_id, record in value.items():
+                    copied += self._copy([str(name), str(user_id)], record, overwrite)
         return copied
 
-    def _copy(self, session_key: str, state: str | None, data: Any, overwrite: bool) -> int:
-        with self.states.open(session_key) as record:
-            if record and not overwrite:
+    def _copy(self, parts: list[str], record: Any, overwrite: bool) -> int:
+        """Store a telebot state record under the key made of ``parts``; 1 if stored."""
+        state = record.get("state")
+        with self.states.open(":".join(parts)) as stored:
+            if stored and not overwrite:
                 return 0
-            record.clear()
-            record.update(state=state, data=data)
+            stored.clear()
+            stored.update(state=getattr(state, "name", state), data=record.get("data") or {})
         return 1
+
+
+def _data_copy(record: Record) -> dict[str, Any]:
+    """A deep copy of a record's data: changing it changes nothing stored."""
+    return json.loads(json.dumps(record.get("data", {})))  # type: ignore[no-any-return]
+
+
+def _text(value: Any) -> str:
+    """A Redis reply as text, from a client that decodes replies or one that does not."""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -13,8 +13,11 @@ never a function, so it survives restarts and is shared by every process on the 
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any, Callable, Union
+
+from telebot import util
 
 from .decorator import with_session
 from .isolation import isolate
@@ -110,7 +113,8 @@ class Steps:
         self.session = with_session(key=name, storage=storage, get_session_key=key)
         self.steps: dict[str, Handler] = {}
         self.timeouts: dict[str, float | None] = {}
-        self.commands: set[str] = set()  # commands that work in every step
+        self._handlers_seen = -1  # how many message handlers the bot had when last read
+        self._bot_commands: set[str] = set()  # the commands its message handlers take
         if getattr(bot, "_tgsession_isolation", None) is None:
             isolate(bot, get_session_key=key, storage=storage)
 
@@ -133,39 +137,66 @@ class Steps:
             state.clear()
         return state
 
-    def _command_of(self, update: Any) -> str | None:
-        text = getattr(update, "text", None) or ""
-        if not text.startswith("/"):
-            return None
-        return text[1:].split(maxsplit=1)[0].split("@")[0] if len(text) > 1 else None
+    def _is_command(self, update: Any) -> bool:
+        """Whether ``update`` is a command that some message handler of the bot takes: a
+        command is never an answer to a step (``/cancel`` of another conversation, ``/help``
+        declared after the steps)."""
+        command = util.extract_command(getattr(update, "text", None) or "")
+        if command is None:
+            return False
+        handlers = self.bot.message_handlers
+        if len(handlers) != self._handlers_seen:  # handlers were added: look again
+            self._handlers_seen = len(handlers)
+            self._bot_commands = {
+                name
+                for handler in handlers
+                for name in handler.get("filters", {}).get("commands") or ()
+            }
+        return command in self._bot_commands
 
     def at(self, step: str | None) -> Callable[[Any], bool]:
         """A filter: the update's user is at ``step`` (None: not in the conversation), and
-        the update is no command that works in every step."""
+        the update is no command that a handler of the bot takes."""
 
         def check(update: Any) -> bool:
-            if self.commands and self._command_of(update) in self.commands:
-                return False
-            return self.state(update).get("step") == step
+            return not self._is_command(update) and self.state(update).get("step") == step
 
         return check
 
-    def _register(self, handler: Handler, kind: str, **filters: Any) -> None:
-        def run(update: Any) -> Any:
-            return handler(update, Step(self, self.state(update)))
+    def _register(
+        self, handler: Handler, kind: str, filters: dict[str, Any], starts: bool = False
+    ) -> None:
+        """Register ``handler`` with telebot, as ``handler(update, step, ...)``: telebot sees
+        its signature without ``step``, and passes what it passes handlers by name (a
+        middleware's values, ``bot``). With ``starts``, the conversation starts afresh."""
+        signature = inspect.signature(handler)
+        parameters = list(signature.parameters.values())
+
+        def run(update: Any, *args: Any, **kwargs: Any) -> Any:
+            state = self.state(update)
+            if starts:
+                state.clear()  # a new attempt: nothing of the last one's data
+            return handler(update, Step(self, state), *args, **kwargs)
 
         run.__name__ = getattr(handler, "__name__", "step")
-        register = getattr(self.bot, f"{kind}_handler")
-        register(**filters)(run)
+        del parameters[1:2]  # the step, which telebot must not try to fill
+        run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        getattr(self.bot, f"{kind}_handler")(**filters)(run)
 
     def step(
-        self, name: str | None = None, *, timeout: float | None = None, kind: str = "message"
+        self,
+        name: str | None = None,
+        *,
+        timeout: float | None = None,
+        kind: str = "message",
+        **filters: Any,
     ) -> Callable[[Handler], Handler]:
         """Declare the handler of the step ``name`` (the function's name by default).
 
-        ``timeout``: seconds after which a user still at this step has left the
-        conversation. ``kind``: the update type it handles ("message", "callback_query",
-        ...), as telebot names its ``*_handler`` decorators.
+        ``timeout``: seconds from ``goto`` after which a user still at this step has left
+        the conversation. ``kind``: the update type it handles ("message",
+        "callback_query", ...), as telebot names its ``*_handler`` decorators; ``filters``
+        go to that decorator too (``content_types=["photo"]``).
         """
 
         def declare(handler: Handler) -> Handler:
@@ -175,29 +206,30 @@ class Steps:
             self.steps[step] = handler
             self.timeouts[step] = timeout
             handler.__tgsession_step__ = step  # type: ignore[attr-defined]
-            self._register(handler, kind, func=self.at(step))
+            self._register(handler, kind, {**filters, "func": self.at(step)})
             return handler
 
         return declare
 
-    def entry(self, **filters: Any) -> Callable[[Handler], Handler]:
-        """Declare a handler that starts the conversation (telebot's message filters, e.g.
-        ``commands=["signup"]``), in any step: it typically calls ``step.goto(...)``."""
+    def entry(self, kind: str = "message", **filters: Any) -> Callable[[Handler], Handler]:
+        """Declare a handler that starts the conversation afresh, in any step (telebot's
+        filters of ``kind`` updates, e.g. ``commands=["signup"]``): it typically calls
+        ``step.goto(...)``."""
+        return self._always(kind, filters, starts=True)
 
-        def declare(handler: Handler) -> Handler:
-            self.commands.update(filters.get("commands") or ())
-            self._register(handler, "message", **filters)
-            return handler
-
-        return declare
-
-    def command(self, commands: list[str], **filters: Any) -> Callable[[Handler], Handler]:
+    def command(self, commands: list[str] | str, **filters: Any) -> Callable[[Handler], Handler]:
         """Declare a handler of ``commands`` (``["cancel"]``) that works in every step,
         whatever order the handlers were declared in."""
+        return self._always("message", {**filters, "commands": commands}, starts=False)
+
+    def _always(
+        self, kind: str, filters: dict[str, Any], starts: bool
+    ) -> Callable[[Handler], Handler]:
+        if isinstance(filters.get("commands"), str):  # telebot takes one command as a str
+            filters["commands"] = [filters["commands"]]
 
         def declare(handler: Handler) -> Handler:
-            self.commands.update(commands)
-            self._register(handler, "message", commands=commands, **filters)
+            self._register(handler, kind, filters, starts=starts)
             return handler
 
         return declare

@@ -103,7 +103,7 @@ def _milliseconds(seconds: float | None) -> int | None:
     return None if seconds is None else max(1, round(seconds * 1000))
 
 
-def _glob_escape(text: str) -> str:
+def glob_escape(text: str) -> str:
     """``text`` as a SCAN pattern that matches only itself."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
@@ -312,7 +312,7 @@ class RedisStorage:
     def keys(self, prefix: str) -> Iterator[str]:
         """Yield every stored key that starts with ``prefix``, with SCAN (no blocking)."""
         start = self.data_key("")[:-1]  # "{prefix}data:{"
-        pattern = _glob_escape(start + prefix) + "*"
+        pattern = glob_escape(start + prefix) + "*"
         for found in self.client.scan_iter(match=pattern, count=1000):
             yield found.decode()[len(start) : -1]
 
