@@ -266,3 +266,65 @@ def test_imports_follow_the_prefix_and_separator_and_skip_what_is_no_state(
     new.write_bytes(pickle.dumps({"my:bot:7:7": {"state": "Survey:name", "data": {}}}))
     assert states.import_pickle(str(new), prefix="my:bot") == 1
     assert states.get_state(7, 7) == "Survey:name"
+
+
+def test_retrieve_data_outside_an_update_holds_the_lock_for_the_whole_block(
+    storage: Any,
+) -> None:
+    import threading
+    import time
+
+    states = StateStorage(storage)
+    states.set_data(3, 3, "n", 0)
+
+    def bump() -> None:
+        with states.get_interactive_data(3, 3) as data:
+            value = data["n"]
+            time.sleep(0.01)
+            data["n"] = value + 1
+
+    threads = [threading.Thread(target=bump) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert states.get_data(3, 3) == {"n": 10}
+
+
+def test_an_update_reads_back_its_own_changes_to_another_users_state(
+    bot_api: FakeBotAPI,
+) -> None:
+    import telebot
+
+    states = StateStorage(MemoryStorage())
+    bot = telebot.TeleBot(bot_api.token, threaded=False, state_storage=states)
+    isolate(bot)
+    seen: list[Any] = []
+
+    @bot.inline_handler(func=lambda query: True)  # an update without a chat: its sender's
+    def inline(query: Any) -> None:
+        bot.set_state(query.from_user.id, Survey.name)
+        seen.append(bot.get_state(query.from_user.id))
+
+    @bot.message_handler(commands=["pair"])
+    def pair(message: Any) -> None:
+        states.set_data(2, 2, "x", 1)
+        with states.get_interactive_data(2, 2) as data:
+            data["y"] = 2
+        seen.append(states.get_data(2, 2))
+
+    bot_api.push_update(
+        {
+            "inline_query": {
+                "id": "1",
+                "from": {"id": 9, "is_bot": False, "first_name": "I"},
+                "query": "q",
+                "offset": "",
+            }
+        }
+    )
+    bot_api.push_message(user_id=1, text="/pair")
+    bot.process_new_updates(bot.get_updates())  # one batch, run in arrival order
+    assert seen[0] == "Survey:name"
+    assert seen[1] == {"x": 1, "y": 2}
+    assert states.get_data(2, 2) == {"x": 1, "y": 2}

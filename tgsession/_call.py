@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tgsession")
 
 
+# Guards a call's closing against a session added at that moment (by a thread the handler
+# started). One lock for every call: each holds it for an instant, never while waiting.
+_closing = threading.Lock()
+
+
 class _Active(threading.local):
     """The calls running in a thread, outermost first."""
 
@@ -94,7 +99,16 @@ class HeldSessions:
     returned: once closed, the call refuses such a late session and releases it at once.
     """
 
-    __slots__ = ("after", "borrowed", "closed", "guard", "loaders", "opened", "stack", "update")
+    __slots__ = (
+        "__weakref__",  # for what others keep per call (StateStorage's pending changes)
+        "after",
+        "borrowed",
+        "closed",
+        "loaders",
+        "opened",
+        "stack",
+        "update",
+    )
 
     def __init__(self, update: Any = None) -> None:
         self.update = update  # what the call is about, for current()
@@ -103,7 +117,6 @@ class HeldSessions:
         self.loaders: list[Loader] = []
         self.after: list[Callable[[], object]] = []  # run once the sessions are saved
         self.closed = False
-        self.guard = threading.Lock()
         self.stack: list[HeldSessions] | None = None  # the active calls it is among
 
     def enter(self) -> None:
@@ -159,7 +172,7 @@ class HeldSessions:
 
     def add(self, opened: OpenSession) -> None:
         """Hold ``opened`` until release(); release it now if the call is over."""
-        with self.guard:
+        with _closing:
             if not self.closed:
                 self.opened.append(opened)
                 return
@@ -174,7 +187,7 @@ class HeldSessions:
 
     def close(self) -> None:
         """Accept no more sessions, and make the lazy ones refuse any later use."""
-        with self.guard:
+        with _closing:
             self.closed = True
         for loader in self.loaders:
             loader.close(refuse_use_after_return)
@@ -187,8 +200,8 @@ class HeldSessions:
         In a child forked during the call, only the sessions that the child opened: those
         opened before the fork, and their locks, are the parent's, which saves them.
         """
-        if not (self.opened or self.borrowed or self.loaders or self.after):  # nothing held
-            self.closed = True
+        if not (self.opened or self.borrowed or self.after):  # nothing held: the common case
+            self.close()  # of an untouched lazy session
             self._leave()
             return
         try:

@@ -14,18 +14,21 @@ from a ``StateRedisStorage`` prefix, :meth:`StateStorage.import_pickle` from a
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import pickle
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Callable, TypeVar
 
 from telebot.storage import StateStorageBase
 
-from ._call import active_calls, after_save
+from ._call import HeldSessions, active_calls, after_save, holder
+from ._opened import held_key_of
 from .decorator import with_session
-from .keys import SessionKey
+from .keys import SessionKey, by_user
 from .storage.base import Storage
 
 logger = logging.getLogger("tgsession")
@@ -47,10 +50,9 @@ def state_key(
 
 
 def _belongs_to(update: Any, where: tuple[Any, ...]) -> bool:
-    """Whether the state of ``where`` (chat id, user id, ...) is the one of ``update``."""
-    chat = getattr(update, "chat", None) or getattr(getattr(update, "message", None), "chat", None)
-    user = getattr(update, "from_user", None)
-    return (getattr(chat, "id", None), getattr(user, "id", None)) == (where[0], where[1])
+    """Whether the state of ``where`` (chat id, user id, ...) is of the user who sent
+    ``update``: all updates of that user run in turn, so holding it cannot deadlock."""
+    return bool(by_user(update) == where[1])
 
 
 class StateStorage(StateStorageBase):
@@ -60,26 +62,36 @@ class StateStorage(StateStorageBase):
         """Keep states as the sessions ``key`` of ``storage`` (the default DiskStorage)."""
         super().__init__()
         self.states = with_session(key=key, storage=storage, get_session_key=lambda u: u)
+        # Per running update: other users' states as this update sees them (see _change).
+        self._pending: weakref.WeakKeyDictionary[HeldSessions, dict[str, Record]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _change(self, where: tuple[Any, ...], change: Callable[[Record], T], writes: bool) -> T:
         """Apply ``change`` to the state record of ``where`` (telebot's chat, user, business
         connection, topic and bot id) and return what it returns.
 
-        In an update, the update's own state is held to the update's end (one atomic update
-        with its filters). Another user's state is not: held too, two users' updates that
-        touch each other's state would wait for each other for ever. It is read as stored,
-        and a change to it is applied after this update's save, under that state's lock.
+        In an update, the state of its sender is held to the update's end (one atomic
+        update with its filters), as is any state the running calls hold already. Another
+        user's state is not: held too, two users' updates that touch each other's state
+        would wait for each other for ever. It is read as stored (with this update's own
+        changes to it), and the changes are applied after the update's save, each under
+        that state's lock.
         """
         session_key = state_key(*where)
         calls = active_calls()
         if not calls:
             with self.states.open(session_key) as record:
                 return change(record)
-        if _belongs_to(calls[0].update, where):
+        held = holder(calls, held_key_of(self.states.storage, self.states.entry_key(session_key)))
+        if held is not None or _belongs_to(calls[0].update, where):
             return change(self.states.current(session_key=session_key))
+        pending = self._pending.setdefault(calls[0], {})
+        if session_key not in pending:
+            pending[session_key] = self._snapshot(session_key)
         if writes:
             after_save(self._change, where, change, True)  # after the update: no call then
-        return change(self._snapshot(session_key))
+        return change(pending[session_key])
 
     def _snapshot(self, session_key: SessionKey) -> Record:
         """The state stored under ``session_key``, read without its lock."""
@@ -195,12 +207,21 @@ class StateStorage(StateStorageBase):
         message_thread_id: int | None = None,
         bot_id: int | None = None,
     ) -> Iterator[Any]:
-        """``with bot.retrieve_data(...) as data:``: the state's data, saved if the block
-        ends well, left as it was if it raises. ``set_state`` inside the block works."""
+        """``with bot.retrieve_data(...) as data:``: the state's data, under its lock for the
+        block (or the update's), saved if the block ends well, left as it was if it raises.
+        ``set_state`` inside the block works. Another user's data, in an update, is
+        changed key by key after the update's save."""
         where = (chat_id, user_id, business_connection_id, message_thread_id, bot_id)
-        data = self.get_data(*where)
-        yield data  # a copy: a block that raises changes nothing
-        self.save(chat_id, user_id, data, business_connection_id, message_thread_id, bot_id)
+        if active_calls():
+            before = self.get_data(*where)
+            data = json.loads(json.dumps(before))
+            yield data
+            self._change(where, functools.partial(_merge, before, data), writes=True)
+            return
+        with self.states.open(state_key(*where)) as record:  # the block holds the lock
+            data = _data_copy(record)
+            yield data
+            record["data"] = data
 
     def save(
         self,
@@ -282,6 +303,17 @@ class StateStorage(StateStorageBase):
             stored.clear()
             stored.update(state=getattr(state, "name", state), data=record.get("data") or {})
         return 1
+
+
+def _merge(before: dict[str, Any], after: dict[str, Any], record: Record) -> bool:
+    """Make ``record``'s data change as ``before`` changed into ``after``, key by key."""
+    data = record.setdefault("data", {})
+    for key in before.keys() - after.keys():
+        data.pop(key, None)
+    for key, value in after.items():
+        if key not in before or before[key] != value:
+            data[key] = value
+    return True
 
 
 def _data_copy(record: Record) -> dict[str, Any]:
