@@ -207,7 +207,9 @@ class HeldSessions:
         try:
             self.close()
             current = forks()
-            if any(opened.forks != current for opened in self.opened + self.borrowed_sessions):
+            if any(opened.forks != current for opened in self.opened) or any(
+                borrowed.opened.forks != current for borrowed in self.borrowed
+            ):
                 self.opened = [opened for opened in self.opened if opened.forks == current]
                 self.borrowed = [b for b in self.borrowed if b.opened.forks == current]
             if error is None:
@@ -232,11 +234,6 @@ class HeldSessions:
                 callback()
             except Exception:  # the save happened: the update did not fail, the callback did
                 logger.exception("a callback given to after_save() raised")
-
-    @property
-    def borrowed_sessions(self) -> list[OpenSession]:
-        """The sessions this call borrowed."""
-        return [borrowed.opened for borrowed in self.borrowed]
 
     def save(self) -> None:
         """Save every session this call holds; encode them all first, so that one that

@@ -276,8 +276,8 @@ class StateStorage(StateStorageBase):
         file; return how many.
 
         The file has to be unpickled, which runs whatever code it holds: call this only on a
-        file you trust (it is logged as a warning). Both its layouts are read: telebot 4.23's
-        and later (``{"<prefix>:...:<chat>:<user>": record}``) and the earlier one
+        file you trust (it is logged as a warning). Both its layouts are read: StatesV2's
+        (``{"<prefix>:...:<chat>:<user>": record}``) and the earlier one
         (``{chat: {user: record}}``). States already here are kept unless ``overwrite``; the
         file is left as it is.
         """
@@ -289,7 +289,7 @@ class StateStorage(StateStorageBase):
             if isinstance(name, str) and name.startswith(prefix + separator):
                 parts = name[len(prefix + separator) :].split(separator)
                 copied += self._copy(parts, value, overwrite)
-            elif isinstance(value, dict):  # before 4.23: chat id, then user id
+            elif isinstance(value, dict):  # before StatesV2: chat id, then user id
                 for user_id, record in value.items():
                     copied += self._copy([str(name), str(user_id)], record, overwrite)
         return copied
