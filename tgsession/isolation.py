@@ -17,7 +17,6 @@ storage's lock of the key.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import threading
 from typing import Any, Callable
@@ -59,6 +58,15 @@ class _Failures:
         return failure
 
 
+class _Batch(threading.local):
+    """Per dispatching thread: the tasks of the updates being dispatched (None: not
+    dispatching a batch), and the keys whose turn it holds (unthreaded bots)."""
+
+    def __init__(self) -> None:
+        self.tasks: list[Task] | None = None
+        self.turns: set[SessionKey] = set()
+
+
 class Isolation:
     """What ``isolate(bot)`` installed on one bot; :meth:`undo` removes it."""
 
@@ -75,7 +83,7 @@ class Isolation:
         # The keys whose update runs now, with the tasks waiting behind it (None: none yet).
         self._waiting: dict[SessionKey, collections.deque[Task] | None] = {}
         self._turns = KeyedLocks()  # unthreaded bots: one caller per key at a time
-        self._batch = threading.local()  # the tasks of the updates being dispatched
+        self._batch = _Batch()
         bot._exec_task = self._collect
         bot.process_new_updates = self.process_new_updates
         bot.exception_handler = self._failures
@@ -96,7 +104,7 @@ class Isolation:
         """
         # One update (a webhook's) is dispatched in order already; so is one dispatched from
         # inside a task, whose batch collects its tasks.
-        if len(updates) < 2 or getattr(self._batch, "tasks", None) is not None:
+        if len(updates) < 2 or self._batch.tasks is not None:
             self._process_new_updates(updates)
             return
         # telebot hands each handler the update's one field that is set (the message, the
@@ -120,7 +128,7 @@ class Isolation:
 
     def _collect(self, task: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """telebot's ``_exec_task``: collect the task if a batch is being dispatched."""
-        tasks: list[Task] | None = getattr(self._batch, "tasks", None)
+        tasks = self._batch.tasks
         if tasks is not None:
             tasks.append((task, args, kwargs))
         else:
@@ -154,7 +162,7 @@ class Isolation:
             return None
 
     def _run_in_turn(self, key: SessionKey, *task: Any) -> None:
-        turns: set[SessionKey] = self._batch.__dict__.setdefault("turns", set())
+        turns = self._batch.turns
         if key in turns:  # an update dispatched from inside this key's own: it runs within
             self._run(key, *task)
             return
@@ -186,18 +194,29 @@ class Isolation:
         kwargs: dict[str, Any],
     ) -> None:
         """Run one update's task inside a call of its own (under the storage's lock)."""
-        storage = self.storage
-        with contextlib.nullcontext() if storage is None else storage.lock(f"$update:{key}"):
-            call = HeldSessions(args[0])
-            call.enter()
+        if self.storage is None:
+            self._run_task(task, args, kwargs)
+            return
+        with self.storage.lock(f"$update:{key}"):
+            self._run_task(task, args, kwargs)
+
+    def _run_task(
+        self, task: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        call = HeldSessions(args[0])
+        call.enter()
+        # Only with class middlewares does telebot catch a handler's exception itself.
+        watching = self.bot.use_class_middlewares
+        if watching:
             self._failures.watch()
-            try:
-                task(*args, **kwargs)
-            except BaseException as error:
+        try:
+            task(*args, **kwargs)
+        except BaseException as error:
+            if watching:
                 self._failures.heard()
-                call.finish(error)
-                raise
-            call.finish(self._failures.heard())
+            call.finish(error)
+            raise
+        call.finish(self._failures.heard() if watching else None)
 
 
 def isolate(
