@@ -23,7 +23,6 @@ from typing import Any, Callable
 
 from ._call import HeldSessions
 from .keys import KeyStrategy, SessionKey, by_user
-from .storage._locking import KeyedLocks
 from .storage.base import Storage
 
 logger = logging.getLogger("tgsession")
@@ -82,7 +81,8 @@ class Isolation:
         self._guard = threading.Lock()
         # The keys whose update runs now, with the tasks waiting behind it (None: none yet).
         self._waiting: dict[SessionKey, collections.deque[Task] | None] = {}
-        self._turns = KeyedLocks()  # unthreaded bots: one caller per key at a time
+        # Unthreaded bots: the keys a caller runs now, with the callers waiting for them.
+        self._turns: dict[SessionKey, collections.deque[threading.Event] | None] = {}
         self._batch = _Batch()
         bot._exec_task = self._collect
         bot.process_new_updates = self.process_new_updates
@@ -166,13 +166,30 @@ class Isolation:
         if key in turns:  # an update dispatched from inside this key's own: it runs within
             self._run(key, *task)
             return
-        self._turns.acquire(key)
+        with self._guard:  # like _start's queue, but callers wait here for their turn
+            if key in self._turns:
+                turn = threading.Event()
+                waiting = self._turns[key]
+                if waiting is None:
+                    waiting = self._turns[key] = collections.deque()
+                waiting.append(turn)
+            else:
+                turn = None
+                self._turns[key] = None
+        if turn is not None:
+            turn.wait()  # handed over by the caller before, in order
         turns.add(key)
         try:
             self._run(key, *task)
         finally:
             turns.discard(key)
-            self._turns.release(key)
+            with self._guard:
+                waiting = self._turns[key]
+                following = waiting.popleft() if waiting else None
+                if following is None:
+                    del self._turns[key]
+            if following is not None:
+                following.set()
 
     def _run_then_next(self, key: SessionKey, *task: Any) -> None:
         try:
