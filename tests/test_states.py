@@ -238,7 +238,8 @@ def test_two_users_changing_each_others_state_at_once_do_not_wait_for_each_other
         bot_api.push_message(user_id=2, text="/invite 1")
     with polling(bot):
         bot_api.wait_for_calls(40, timeout=30)
-    assert states.get_state(1, 1, bot_id=bot.bot_id) == "Survey:age"
+    # telebot keys states by bot id since StatesV2; 4.14 has none
+    assert states.get_state(1, 1, bot_id=getattr(bot, "bot_id", None)) == "Survey:age"
 
 
 def test_imports_follow_the_prefix_and_separator_and_skip_what_is_no_state(

@@ -14,13 +14,13 @@ from a ``StateRedisStorage`` prefix, :meth:`StateStorage.import_pickle` from a
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import pickle
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Callable, TypeVar
 
 from telebot.storage import StateStorageBase
@@ -109,15 +109,8 @@ class StateStorage(StateStorageBase):
         bot_id: int | None = None,
     ) -> bool:
         """Set the state (a telebot ``State`` is stored by its name)."""
-        name = getattr(state, "name", state)
-
-        def change(record: Record) -> bool:
-            record["state"] = name
-            record.setdefault("data", {})
-            return True
-
         where = (chat_id, user_id, business_connection_id, message_thread_id, bot_id)
-        return self._change(where, change, writes=True)
+        return self._change(where, partial(_set_state, getattr(state, "name", state)), True)
 
     def get_state(
         self,
@@ -129,7 +122,7 @@ class StateStorage(StateStorageBase):
     ) -> str | None:
         """Return the state's name, or None."""
         where = (chat_id, user_id, business_connection_id, message_thread_id, bot_id)
-        return self._change(where, lambda record: record.get("state"), writes=False)
+        return self._change(where, _state_of, writes=False)
 
     def delete_state(
         self,
@@ -140,14 +133,8 @@ class StateStorage(StateStorageBase):
         bot_id: int | None = None,
     ) -> bool:
         """Delete the state and its data; return whether there was one."""
-
-        def change(record: Record) -> bool:
-            existed = bool(record)
-            record.clear()
-            return existed
-
         where = (chat_id, user_id, business_connection_id, message_thread_id, bot_id)
-        return self._change(where, change, writes=True)
+        return self._change(where, _delete, writes=True)
 
     def set_data(
         self,
@@ -160,13 +147,8 @@ class StateStorage(StateStorageBase):
         bot_id: int | None = None,
     ) -> bool:
         """Set one value of the state's data."""
-
-        def change(record: Record) -> bool:
-            record.setdefault("data", {})[key] = value
-            return True
-
         where = (chat_id, user_id, business_connection_id, message_thread_id, bot_id)
-        return self._change(where, change, writes=True)
+        return self._change(where, partial(_set_data, key, value), writes=True)
 
     def get_data(
         self,
@@ -189,14 +171,8 @@ class StateStorage(StateStorageBase):
         bot_id: int | None = None,
     ) -> bool:
         """Empty the state's data; return whether there was a state."""
-
-        def change(record: Record) -> bool:
-            if record:
-                record["data"] = {}
-            return bool(record)
-
         where = (chat_id, user_id, business_connection_id, message_thread_id, bot_id)
-        return self._change(where, change, writes=True)
+        return self._change(where, _reset_data, writes=True)
 
     @contextmanager
     def get_interactive_data(
@@ -216,7 +192,7 @@ class StateStorage(StateStorageBase):
             before = self.get_data(*where)
             data = json.loads(json.dumps(before))
             yield data
-            self._change(where, functools.partial(_merge, before, data), writes=True)
+            self._change(where, partial(_merge, before, data), writes=True)
             return
         with self.states.open(state_key(*where)) as record:  # the block holds the lock
             data = _data_copy(record)
@@ -233,13 +209,8 @@ class StateStorage(StateStorageBase):
         bot_id: int | None = None,
     ) -> bool:
         """Replace the state's data (what telebot's own data context calls on exit)."""
-
-        def change(record: Record) -> bool:
-            record["data"] = data
-            return True
-
         where = (chat_id, user_id, business_connection_id, message_thread_id, bot_id)
-        return self._change(where, change, writes=True)
+        return self._change(where, partial(_replace_data, data), writes=True)
 
     def import_redis(
         self, client: Any, prefix: str = "telebot", separator: str = ":", *, overwrite: bool = False
@@ -303,6 +274,41 @@ class StateStorage(StateStorageBase):
             stored.clear()
             stored.update(state=getattr(state, "name", state), data=record.get("data") or {})
         return 1
+
+
+# What each operation does to a state record, under whatever lock _change holds.
+
+
+def _set_state(name: str | None, record: Record) -> bool:
+    record["state"] = name
+    record.setdefault("data", {})
+    return True
+
+
+def _state_of(record: Record) -> str | None:
+    return record.get("state")
+
+
+def _delete(record: Record) -> bool:
+    existed = bool(record)
+    record.clear()
+    return existed
+
+
+def _set_data(key: str, value: Any, record: Record) -> bool:
+    record.setdefault("data", {})[key] = value
+    return True
+
+
+def _reset_data(record: Record) -> bool:
+    if record:
+        record["data"] = {}
+    return bool(record)
+
+
+def _replace_data(data: dict[str, Any], record: Record) -> bool:
+    record["data"] = data
+    return True
 
 
 def _merge(before: dict[str, Any], after: dict[str, Any], record: Record) -> bool:
