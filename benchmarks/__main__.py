@@ -66,6 +66,7 @@ def run(config: cases.Config) -> dict[str, Any]:
             results["single"][size] = cases.single_thread(config, size, directory)
         print("... lazy and memory sessions", file=sys.stderr, flush=True)
         results["independent"] = cases.size_independent(config)
+        results["import ms"] = cases.import_ms(max(9, config.rounds * 2))
         print("... threads and processes", file=sys.stderr, flush=True)
         results["concurrency"] = cases.concurrency(config, scratch / "concurrency")
         print("... lost updates", file=sys.stderr, flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,15 +114,42 @@ def _redis_single(config: Config, size: int, users: list[int]) -> dict[str, floa
 def size_independent(config: Config) -> dict[str, float]:
     """Cases whose cost does not involve a store: a lazy session left untouched, memory."""
     users = random_users(1_000, config.updates, seed=1)
+    dicts, dataclasses = stores.memory_cases(1_000), stores.memory_dataclass_cases(1_000)
     return interleaved(
         {
             "lazy untouched": stores.lazy_untouched(),
-            "memory changed": stores.memory_changed(1_000),
-            "memory dataclass changed": stores.memory_dataclass_changed(1_000),
+            "memory changed": dicts["changed"],
+            "memory dataclass changed": dataclasses["changed"],
+            "memory read_only": dicts["read_only"],
+            "memory dataclass read_only": dataclasses["read_only"],
+            **stores.codec_cases(),
         },
         users,
         config.rounds,
     )
+
+
+def import_ms(rounds: int) -> dict[str, float]:
+    """Milliseconds to import tgsession in a new interpreter, and msgspec alone (median)."""
+    results = {}
+    for name, module in (("tgsession", "tgsession"), ("msgspec", "msgspec")):
+        code = (
+            "import time; started = time.perf_counter(); "
+            f"import {module}; print((time.perf_counter() - started) * 1000)"
+        )
+        results[name] = statistics.median(
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", code],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    cwd=ROOT,
+                ).stdout
+            )
+            for _ in range(rounds)
+        )
+    return results
 
 
 @dataclass

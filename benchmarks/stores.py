@@ -103,11 +103,12 @@ def lazy_untouched() -> Any:
     return handler
 
 
-def memory_changed(sessions: int) -> Any:
+def memory_cases(sessions: int) -> dict[str, Any]:
+    """tgsession_cases on a MemoryStorage holding ``sessions`` sessions."""
     storage = MemoryStorage()
     for user in range(sessions):
         storage.write(entry(user), SESSION_BYTES)
-    return tgsession_cases(storage)["changed"]
+    return tgsession_cases(storage)
 
 
 @dataclass
@@ -126,17 +127,42 @@ class TypedSession:
     flags: Flags = field(default_factory=Flags)
 
 
-def memory_dataclass_changed(sessions: int) -> Any:
-    """memory_changed with a dataclass session: what typed sessions add (load, read back)."""
+def memory_dataclass_cases(sessions: int) -> dict[str, Any]:
+    """memory_cases with a dataclass session: what typed sessions add (conversion, checks)."""
     storage = MemoryStorage()
     for user in range(sessions):
         storage.write(entry(user), SESSION_BYTES)
+    manager = with_session(initial=TypedSession, storage=storage, get_session_key=by_id)
 
-    @with_session(initial=TypedSession, storage=storage, get_session_key=by_id)
+    @manager
     def changed(user: int, session: TypedSession) -> None:
         session.count += 1
 
-    return changed
+    @manager
+    def read_only(user: int, session: TypedSession) -> int:
+        return session.count
+
+    return {"changed": changed, "read_only": read_only}
+
+
+# -- codecs ------------------------------------------------------------------------------
+
+
+def codec_cases() -> dict[str, Any]:
+    """Encoding and decoding SESSION: the standard library's json as earlier releases used
+    it, and JSONCodec (msgspec) now."""
+    old = json.JSONEncoder(
+        ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
+    )
+    old_decoder = json.JSONDecoder()
+    codec = JSONCodec()
+    text = SESSION_BYTES.decode()
+    return {
+        "codec json encode": lambda user: old.encode(SESSION).encode(),
+        "codec json decode": lambda user: old_decoder.decode(text),
+        "codec tgsession encode": lambda user: codec.encode(SESSION),
+        "codec tgsession decode": lambda user: codec.decode(SESSION_BYTES),
+    }
 
 
 # -- redis -------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
-import gc
 import json
 import threading
 import time
@@ -247,7 +246,7 @@ def test_stored_data_that_pydantic_rejects_is_refused_and_left_untouched(storage
 def test_stored_fields_that_the_pydantic_model_would_drop_are_refused() -> None:
     storage = MemoryStorage()
     storage.write("session:1", b'{"total":1,"coupon":"X"}')
-    with pytest.raises(SessionDecodeError, match=r"would be saved without its keys \['coupon'\]"):
+    with pytest.raises(SessionDecodeError, match=r"fields \[.coupon.\] that Cart does not"):
         load(with_session(initial=Cart, storage=storage))
 
 
@@ -477,7 +476,7 @@ class Box(Generic[T]):
 class Palette:
     main: Color = Color.RED
     size: Size = Size.S
-    accent: Literal[Color.RED, Color.BLUE] = Color.RED
+    accent: Literal["red", "blue"] = "red"
     by_color: dict[Color, int] = field(default_factory=dict)
     by_size: dict[Size, str] = field(default_factory=dict)
     weights: dict[float, str] = field(default_factory=dict)
@@ -488,7 +487,7 @@ class Palette:
 def test_enums_literals_number_unions_and_generic_dataclasses_keep_their_types() -> None:
     manager = with_session(initial=Palette, storage=MemoryStorage())
     with manager.open(1) as palette:
-        palette.main, palette.size, palette.accent = Color.BLUE, Size.M, Color.BLUE
+        palette.main, palette.size, palette.accent = Color.BLUE, Size.M, "blue"
         palette.by_color[Color.BLUE] = 1
         palette.by_size[Size.M] = "m"
         palette.weights[1.5] = "x"
@@ -496,9 +495,9 @@ def test_enums_literals_number_unions_and_generic_dataclasses_keep_their_types()
         palette.box = Box(7)
     with manager.open(1) as palette:
         assert palette == Palette(
-            Color.BLUE, Size.M, Color.BLUE, {Color.BLUE: 1}, {Size.M: "m"}, {1.5: "x"}, 3, Box(7)
+            Color.BLUE, Size.M, "blue", {Color.BLUE: 1}, {Size.M: "m"}, {1.5: "x"}, 3, Box(7)
         )
-        assert type(palette.main) is Color and type(palette.accent) is Color
+        assert type(palette.main) is Color
         assert type(palette.size) is Size and type(palette.amount) is int
         assert [type(k) for k in (*palette.by_color, *palette.by_size)] == [Color, Size]
 
@@ -515,7 +514,7 @@ def test_int_keys_other_than_json_wrote_them_are_refused_not_merged(key: str) ->
     storage.write("session:1", data)
     # A key is quoted only if it looks like a name: other keys may be data (a user id).
     quoted = rf"\['{key}'\]" if key.isidentifier() else r"\[<a str>\]"
-    problem = rf"the session.by_id has the key {quoted}, which is no int"
+    problem = rf"the session.by_id (has a key that is no int|has fields {quoted} that)"
     with pytest.raises(SessionDecodeError, match=problem):
         load(with_session(initial=Keyed, storage=storage))
     assert storage.read("session:1") == data
@@ -537,8 +536,32 @@ class Activity:
 
 
 def test_a_union_of_dataclasses_json_cannot_tell_apart_is_refused_at_once() -> None:
-    with pytest.raises(SessionError, match=r"initial\(\) of session 'session:1' returns"):
+    with pytest.raises(TypeError, match=r"Activity cannot be a session type: .*unions"):
         load(with_session(initial=Activity, storage=MemoryStorage()))
+
+
+@dataclass
+class EnumLiteral:
+    accent: Literal[Color.RED, Color.BLUE] = Color.RED
+
+
+@dataclass
+class BoolKeys:
+    by_flag: dict[bool, int] = field(default_factory=dict)
+
+
+@pytest.mark.parametrize(
+    ("initial", "problem"),
+    [
+        (EnumLiteral, "EnumLiteral cannot be a session type: Literal may only contain"),
+        (BoolKeys, "BoolKeys has a dict with bool keys"),
+    ],
+)
+def test_types_msgspec_cannot_convert_are_a_type_error_at_the_first_session(
+    initial: Any, problem: str
+) -> None:
+    with pytest.raises(TypeError, match=problem):
+        load(with_session(initial=initial, storage=MemoryStorage()))
 
 
 @dataclass
@@ -567,9 +590,9 @@ class Stamps:
 @pytest.mark.parametrize(
     ("initial", "change", "problem"),
     [
-        (Pet, lambda s: setattr(s, "pet", Dog("rex")), "has fields ['good']"),
+        (Pet, lambda s: setattr(s, "pet", Dog("rex")), "the session.pet holds a Dog, which"),
         (Profile, lambda s: setattr(s, "count", "3"), "is a str, not a int"),
-        (Profile, lambda s: setattr(s, "tags", {"a"}), "Sessions hold JSON values"),
+        (Profile, lambda s: setattr(s, "tags", {"a"}), "the session.tags holds a set, which"),
     ],
     ids=["subclass instance", "value of another type", "not JSON"],
 )
@@ -629,7 +652,7 @@ class Outer(pydantic.BaseModel):
 def test_nested_pydantic_fields_the_model_would_drop_are_refused() -> None:
     storage = MemoryStorage()
     storage.write("session:1", b'{"inner":{"a":1,"coupon":"X"}}')
-    with pytest.raises(SessionDecodeError, match=r"the session\['inner'\] would be saved without"):
+    with pytest.raises(SessionDecodeError, match=r"session\[.inner.\] has fields \[.coupon.\]"):
         load(with_session(initial=Outer, storage=storage))
     assert storage.read("session:1") == b'{"inner":{"a":1,"coupon":"X"}}'
 
@@ -722,21 +745,17 @@ class Keys:
     by_mood: dict[Mood, int] = field(default_factory=dict)
     by_size: dict[Size, int] = field(default_factory=dict)
     by_user: dict[UserId, str] = field(default_factory=dict)
-    by_flag: dict[bool, int] = field(default_factory=dict)
     owner: Final[UserId] = UserId(0)  # type: ignore[misc]
 
 
-def test_plain_enums_enum_keys_newtype_keys_and_bool_keys_keep_their_types() -> None:
+def test_plain_enums_enum_keys_and_newtype_keys_keep_their_types() -> None:
     manager = with_session(initial=Keys, storage=MemoryStorage())
     with manager.open(1) as keys:
         keys.mood = Mood.SAD
         keys.by_mood[Mood.SAD] = 1
         keys.by_size[Size.M] = 2
         keys.by_user[UserId(5)] = "x"
-        keys.by_flag[True] = 3
-    assert load(manager) == Keys(
-        Mood.SAD, {Mood.SAD: 1}, {Size.M: 2}, {UserId(5): "x"}, {True: 3}, UserId(0)
-    )
+    assert load(manager) == Keys(Mood.SAD, {Mood.SAD: 1}, {Size.M: 2}, {UserId(5): "x"}, UserId(0))
 
 
 @dataclass
@@ -843,17 +862,6 @@ def test_threads_that_make_the_first_sessions_of_a_dataclass_at_once_all_succeed
         thread.join()
     assert errors == []
     assert [load(manager, user).inner for user in range(4)] == [RaceInner(u) for u in range(4)]
-
-
-def test_the_conversion_cache_does_not_keep_dataclasses_alive() -> None:
-    from tgsession import _convert
-
-    for i in range(50):
-        kind = dataclasses.make_dataclass(f"Passing{i}", [("x", int)])
-        _convert.build(kind, {"x": 1})
-    del kind
-    gc.collect()
-    assert not [kind for kind in _convert._plans if kind.__name__.startswith("Passing")]
 
 
 class Flagged(pydantic.BaseModel):

@@ -166,8 +166,7 @@ class OpenSession:
         data = manager.encode(self.entry, self.session)
         if data != self.baseline:
             manager.check_nesting(self.entry, self.session, data)
-            if manager.model.typed:
-                manager.check_loads_back(self.entry, data, self.session)
+            manager.check_loads_back(self.entry, data, self.session)
             return data
         return DELETE if self.delete_if_unchanged and self.stored else None
 

@@ -97,6 +97,8 @@ class SessionManager(Generic[S]):
         self.get_session_key = get_session_key
         self.lazy = lazy
         self.codec = codec
+        # The default codec: typed sessions are then read and written by msgspec directly.
+        self._json = type(codec) is JSONCodec
         self.migrations = migrations
         self._storage = storage
         self._model: SessionModel | None = None  # known once initial() was called
@@ -111,7 +113,7 @@ class SessionManager(Generic[S]):
 
     def _learn(self, entry: str, value: Any) -> SessionModel:
         """Remember what these sessions are, from ``value``, the first result of initial()."""
-        model = self._model = model_of(entry, value)
+        model = self._model = model_of(entry, value, self.initial, self.migrations)
         return model
 
     @property
@@ -360,45 +362,48 @@ class SessionManager(Generic[S]):
         data = self.encode(entry, session)
         self.check_nesting(entry, session, data)
         # Read back from its bytes: a copy that shares nothing with what initial() returned
-        # (which may be one shared object, nested lists included), and that holds what the
-        # next load will give (a typed one is proven to load as it is saved).
-        if not model.typed:
-            return self.decode(entry, data), data
+        # (which may be one shared object, nested lists included), proven to be what the
+        # next load will give.
         loaded, problem = self._read_back(entry, data, session)
         if problem is not None:
             raise SessionError(
                 f"initial() of session {entry!r} returns a {type(value).__name__} that would "
-                f"not load back as it is ({problem}); make each field hold what its "
-                "annotation says"
+                f"not load back as it is ({problem}). {model.advice}"
             )
         return loaded, data
 
     def _read_back(self, entry: str, data: bytes, session: Any) -> tuple[Any, str | None]:
-        """Load ``data``, the typed ``session`` as this manager encoded it; return the result
-        and where it differs from ``session`` (None if nowhere)."""
+        """Load ``data``, ``session`` as this manager encoded it; return the result and where
+        it differs from ``session`` (None if nowhere)."""
+        model = self.model
         try:
-            # read(), which refuses what the next load would refuse: comparing the objects
-            # alone would pass a 1 saved for True, equal in Python but not to pydantic.
-            loaded = self.model.read(self.migrations.migrate(entry, self.codec.decode(data)))
+            # Loaded as the next load would (read() refuses what it would refuse): comparing
+            # the objects alone would pass a 1 saved for True, equal in Python but not to
+            # pydantic.
+            if self._json:
+                loaded = model.reread(data)
+            else:
+                loaded = model.read(self.migrations.migrate(entry, self.codec.decode(data)))
         except Misfit as misfit:
             return None, str(misfit)
-        return loaded, self.model.difference(loaded, session)
+        return loaded, model.difference(loaded, session)
 
     def check_loads_back(self, entry: str, data: bytes, session: Any) -> None:
-        """Raise SessionEncodeError unless ``data``, the typed ``session`` encoded, loads back
-        as ``session``."""
+        """Raise SessionEncodeError unless ``data``, ``session`` encoded, loads back as
+        ``session``."""
         problem = self._read_back(entry, data, session)[1]
         if problem is not None:
             raise SessionEncodeError(
                 f"session {entry!r} cannot be saved: it would not load back as it is "
-                f"({problem}). JSON keeps no class names, so keep each field to what its "
-                "annotation says (an instance of a subclass, a value of another type, or a "
-                "__post_init__ that changes fields does not survive). The stored session is "
-                "unchanged"
+                f"({problem}). {self.model.advice}. The stored session is unchanged"
             )
 
     def decode(self, entry: str, data: bytes) -> Any:
         """Return the session that the stored ``data`` holds, or raise SessionDecodeError."""
+        if self._json:  # bytes just as this code writes them need no other step
+            session = self.model.from_json(data)
+            if session is not None:
+                return session
         try:
             value = self.codec.decode(data)
         except RecursionError:
@@ -420,13 +425,16 @@ class SessionManager(Generic[S]):
 
     def encode(self, entry: str, session: Any) -> bytes:
         """Return the bytes that ``session`` is stored as, or raise SessionEncodeError."""
+        model = self.model
         try:
-            return self.codec.encode(self.migrations.stamp(self.model.dump(session)))
+            if self._json:
+                return model.to_json(session)
+            return self.codec.encode(self.migrations.stamp(model.dump(session)))
         except (ValueError, TypeError, RecursionError) as error:  # (a value containing itself)
+            where = None if isinstance(error, RecursionError) else model.locate(session)
             raise SessionEncodeError(
-                f"session {entry!r} cannot be saved: {error}. Sessions hold JSON values "
-                "(dict, list, str, int, float, bool, None): convert the value before storing "
-                "it. The stored session is unchanged"
+                f"session {entry!r} cannot be saved: {where or error}. {model.advice}. The "
+                "stored session is unchanged"
             ) from error
 
     def check_nesting(self, entry: str, session: Any, data: bytes) -> None:

@@ -1,26 +1,36 @@
-"""Session models: what a session is (a dict, a dataclass or a pydantic model), how it becomes
-the JSON-ready dict that a codec stores, and how stored data becomes that type again.
+"""Session models: what a session is (a dict, a dataclass, a TypedDict or a pydantic model),
+how it becomes the bytes that a storage keeps, and how stored bytes become that type again.
 
-``initial()`` decides the model: a dict gives :class:`~tgsession.Session` (a dict); a dataclass
-instance gives that dataclass; anything with pydantic v2's ``model_dump`` and
-``model_validate_json`` gives that model (pydantic itself stays optional).
+``initial()`` decides the model: a dict gives :class:`~tgsession.Session` (a dict), or a
+``TypedDict`` if ``initial`` is one or is annotated to return one; a dataclass instance gives
+that dataclass; anything with pydantic v2's ``model_dump`` and ``model_validate_json`` gives
+that model (pydantic itself stays optional). Dataclasses and TypedDicts are converted by
+msgspec, pydantic models by pydantic.
 
-A typed session must survive the trip through JSON unchanged: :meth:`SessionModel.read`
+A session must survive the trip through its bytes unchanged: :meth:`SessionModel.read`
 rebuilds it from stored data and refuses data that the type would not save back the same (a
-field it does not know, a value it would convert). The manager reads back what initial()
-returns and every session it saves, so that no session is stored that cannot be loaded.
+field it does not know, a value it would convert), and the manager reads back what
+initial() returns and every session it saves, so that no session is stored that cannot be
+loaded as it was.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
+import typing
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Union
 
-from . import _convert
+import msgspec
+import msgspec.inspect
+
+from .codec import DECODER, ENCODER, JSONCodec, json_key
 from .errors import SessionDecodeError, SessionError, key_step
+from .migrations import VERSION_KEY, Migrations
 from .session import LazySession, LazyTypedSession, Loader, Session
 
 if TYPE_CHECKING:
@@ -46,13 +56,24 @@ class Misfit(Exception):
 
 
 class SessionModel:
-    """How sessions of one type are checked, dumped to a JSON-ready dict and read back."""
+    """How sessions of one type are checked, turned into bytes, and read back."""
 
     type: type
     stand_in: Callable[[Loader], object] = LazyTypedSession  # what a lazy session looks like
-    # Whether sessions are read back to prove that they survive JSON: sessions of a type do,
-    # since the type converts what it loads; dicts hold the JSON values themselves.
-    typed = True
+    # What a SessionEncodeError advises when a session would not load back as it is.
+    advice = (
+        "JSON keeps no class names, so keep each field to what its annotation says (an "
+        "instance of a subclass, a value of another type, or a __post_init__ that changes "
+        "fields does not survive)"
+    )
+
+    def __init__(self, migrations: Migrations) -> None:
+        self.migrations = migrations
+
+    @property
+    def name(self) -> str:
+        """The name of the session type, for messages."""
+        return self.type.__qualname__
 
     def check(self, entry: str, value: Any) -> Any:
         """Return ``value``, a new session from ``initial()``, or raise if it has another type."""
@@ -72,6 +93,20 @@ class SessionModel:
         """Return the dict of JSON values that ``session`` is stored as."""
         raise NotImplementedError
 
+    def to_json(self, session: Any) -> bytes:
+        """Return the bytes that the default JSON codec stores ``session`` as."""
+        return _JSON.encode(self.migrations.stamp(self.dump(session)))
+
+    def from_json(self, data: bytes) -> Any | None:
+        """The session that ``data``, bytes of the default JSON codec, holds, if they are
+        exactly what saving that session writes; otherwise None, and the caller takes the
+        general path (decode, migrate, :meth:`load`)."""
+        return None
+
+    def reread(self, data: bytes) -> Any:
+        """The session that ``data``, just made by :meth:`to_json`, holds; or raise Misfit."""
+        return self.read(self.migrations.migrate("", _decode(data)))
+
     def build(self, data: dict[str, Any]) -> Any:
         """Return the session that the stored ``data`` holds, or raise Misfit."""
         raise NotImplementedError
@@ -80,7 +115,9 @@ class SessionModel:
         """Return the session that ``data`` holds; raise Misfit if saving it would lose or
         change any of ``data`` (so a field that the type drops or converts is refused)."""
         session = self.build(data)
-        problem = _difference(data, self.dump(session), "the session")
+        # Walked, not compared with ==, which takes True for 1. This is the general path:
+        # the default codec's bytes usually take the exact one of from_json().
+        problem = _difference(data, self.dump(session), "the session", self.name)
         if problem is not None:
             raise Misfit(problem)
         return session
@@ -91,7 +128,7 @@ class SessionModel:
             return self.read(data)
         except Misfit as problem:
             raise SessionDecodeError(
-                f"session {entry!r} no longer fits {self.type.__qualname__}: {problem}. It is "
+                f"session {entry!r} no longer fits {self.name}: {problem}. It is "
                 "left untouched: add a migration (with_session(version=..., migrations=...)) "
                 "that turns the stored data into the new shape, or delete the entry"
             ) from None
@@ -102,15 +139,36 @@ class SessionModel:
 
     def difference(self, loaded: Any, session: Any) -> str | None:
         """Where ``loaded``, ``session`` saved and read back, is not ``session``; or None."""
-        raise NotImplementedError
+        if loaded == session:  # C code for dicts, a tuple comparison for dataclasses
+            return None
+        return _unlike(loaded, session, "the session")
+
+    def locate(self, session: Any) -> str | None:
+        """Where ``session`` holds a value that cannot be stored, if that can be told."""
+        return None
+
+
+def _decode(data: bytes) -> Any:
+    try:
+        return DECODER.decode(data)
+    except msgspec.DecodeError as error:
+        raise Misfit(f"the session would be saved as bytes that do not decode ({error})") from None
+
+
+_JSON = JSONCodec()  # for dicts of JSON values: writes non-str keys as json writes them
 
 
 class DictModel(SessionModel):
-    """Sessions that are dicts (a ``TypedDict`` is a dict at run time): a :class:`Session`."""
+    """Sessions that are dicts of JSON values: a :class:`Session`."""
 
     type = Session
     stand_in = LazySession
-    typed = False
+    advice = (
+        "Dict sessions hold JSON values (dict, list, str, int, float, bool, None): convert "
+        "the value (a datetime to dt.isoformat(), a set to a sorted list), or make the "
+        "session a dataclass or TypedDict, whose annotations bring datetimes, sets, UUIDs "
+        "and Decimals back as they were"
+    )
 
     def check(self, entry: str, value: Any) -> Any:
         if not isinstance(value, dict):
@@ -120,48 +178,222 @@ class DictModel(SessionModel):
     def dump(self, session: Any) -> dict[str, Any]:
         return session  # type: ignore[no-any-return]
 
-    def load(self, entry: str, data: dict[str, Any]) -> Any:
+    def read(self, data: dict[str, Any]) -> Any:
         return Session(data)  # the values are JSON values already: nothing to check
+
+    def load(self, entry: str, data: dict[str, Any]) -> Any:
+        return Session(data)
 
     def reset(self, session: Any, fresh: Any) -> None:
         dict.clear(session)  # not Session.clear(), which would mark it cleared
         session.update(fresh)
 
+    def difference(self, loaded: Any, session: Any) -> str | None:
+        # Equal, or different only where json would differ too: a tuple comes back as a
+        # list, an int key as a string.
+        return None if loaded == session else _not_json(session, "session")
 
-class DataclassModel(SessionModel):
-    """Sessions that are instances of one dataclass, rebuilt field by field on load.
+    def locate(self, session: Any) -> str | None:
+        return _not_json(session, "session")
 
-    The field annotations say what each stored value becomes: ``str``, ``int``, ``float``,
-    ``bool``, ``None``, enums, ``Literal``, ``Optional`` and other unions, lists, tuples, dicts
-    (with str, int, float or enum keys) and nested dataclasses are converted and checked; a
-    value under another annotation (``Any`` among them) is kept as the JSON value stored.
+
+def _not_json(value: Any, where: str) -> str | None:
+    """Where ``value`` holds what JSON does not bring back as it was; None if nowhere.
+
+    Tuples (which come back as lists), non-str keys that json writes as strings, and
+    subclasses of str and int (which come back as the base type) are JSON values here, as
+    they are to :mod:`json`.
     """
+    if isinstance(value, (str, int)) or value is None:  # bool is an int
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where} is {value!r}, which JSON cannot hold"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int, float)) and key is not None:
+                return (
+                    f"{where} has a key that is a {type(key).__name__}; JSON object keys are "
+                    "strings (ints, floats, bools and None are written as strings)"
+                )
+            problem = _not_json(item, f"{where}{key_step(key)}")
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            problem = _not_json(item, f"{where}[{i}]")
+            if problem is not None:
+                return problem
+        return None
+    return f"{where} is a {type(value).__name__}, which JSON does not keep"
 
-    def __init__(self, cls: type) -> None:
+
+def _stamped(body: bytes, version: int) -> bytes:
+    """``body``, a JSON object with sorted keys, with the version stamp it is stored with.
+
+    "$v" sorts before every key a dataclass or TypedDict field can have (an identifier), so it
+    comes first, where the codec's sorted encoding of the stamped dict would put it.
+    """
+    if version == 1:
+        return body
+    head = b'{"' + VERSION_KEY.encode() + b'":' + str(version).encode()
+    return head + b"}" if body == b"{}" else head + b"," + body[1:]
+
+
+class _MsgspecModel(SessionModel):
+    """Sessions of a type that msgspec converts by its annotations: a dataclass or a
+    TypedDict. The default codec's bytes are read straight into the type and written from
+    it; other codecs get the session as a dict of JSON values."""
+
+    def __init__(self, migrations: Migrations, annotation: Any, name: str) -> None:
+        super().__init__(migrations)
+        self.annotation = annotation
+        try:
+            self.decoder = msgspec.json.Decoder(annotation)
+            _check_keys(msgspec.inspect.type_info(annotation), name)
+        except NameError as error:
+            raise TypeError(
+                f"the annotations of {name} cannot be resolved ({error}), so its stored fields "
+                "could not be checked: import every name they use at run time (not only under "
+                "TYPE_CHECKING), define the class at module level, and on Python 3.9 write "
+                "Optional[X] rather than X | None"
+            ) from error
+        except TypeError as error:  # a type msgspec cannot convert
+            raise TypeError(f"{name} cannot be a session type: {error}") from error
+
+    def wrap(self, value: Any) -> Any:
+        """The session that msgspec's result ``value`` is."""
+        return value
+
+    def dump(self, session: Any) -> dict[str, Any]:
+        return msgspec.to_builtins(session, str_keys=True, order="sorted")  # type: ignore[no-any-return]
+
+    def to_json(self, session: Any) -> bytes:
+        try:
+            body = ENCODER.encode(session)
+        except TypeError:  # msgspec sorts only str keys: make them strings first
+            body = ENCODER.encode(self.dump(session))
+        return _stamped(body, self.migrations.version)
+
+    def from_json(self, data: bytes) -> Any | None:
+        try:
+            session = self.wrap(self.decoder.decode(data))
+        except (msgspec.DecodeError, TypeError):
+            return None
+        try:
+            same = self.to_json(session) == data
+        except (TypeError, ValueError):
+            return None
+        return session if same else None
+
+    def reread(self, data: bytes) -> Any:
+        try:
+            return self.wrap(self.decoder.decode(data))
+        except msgspec.DecodeError as error:
+            raise Misfit(_validation_problem(error)) from None
+
+    def build(self, data: dict[str, Any]) -> Any:
+        try:
+            return self.wrap(msgspec.convert(data, self.annotation, str_keys=True))
+        except msgspec.ValidationError as error:
+            raise Misfit(_validation_problem(error)) from None
+
+
+def _check_keys(info: Any, name: str, seen: set[int] | None = None) -> None:
+    """Raise TypeError for a dict key type that JSON cannot hold (msgspec writes str-like and
+    number-like keys), found in the type that msgspec's ``info`` describes."""
+    seen = set() if seen is None else seen
+    if id(info) in seen:  # a type that contains itself
+        return
+    seen.add(id(info))
+    if isinstance(info, msgspec.inspect.DictType) and isinstance(
+        info.key_type, (msgspec.inspect.BoolType, msgspec.inspect.NoneType)
+    ):
+        raise TypeError(
+            f"{name} has a dict with {type(info.key_type).__name__[:-4].lower()} keys, which "
+            "JSON cannot keep as they are: use str or int keys"
+        )
+    for attribute in getattr(type(info), "__struct_fields__", ()):
+        for inner in _inner_types(getattr(info, attribute)):
+            _check_keys(inner, name, seen)
+
+
+def _inner_types(value: Any) -> list[Any]:
+    """The msgspec.inspect types inside one attribute of another."""
+    if isinstance(value, msgspec.inspect.Type):
+        return [value]
+    if isinstance(value, msgspec.inspect.Field):
+        return [value.type]
+    if isinstance(value, tuple):
+        return [inner for item in value for inner in _inner_types(item)]
+    return []
+
+
+def _validation_problem(error: Exception) -> str:
+    """msgspec's ValidationError as "the session.field is a str, not an int", quoting no
+    value of the session."""
+    problem, _, where = str(error).partition(" - at ")
+    is_key = where.startswith("`key` in ")
+    path = "the session" + where.removeprefix("`key` in ").strip("`")[1:]
+    expected = re.fullmatch(r"Expected `(.+?)`(.*), got `(.+)`", problem)
+    missing = re.fullmatch(r"Object missing required field `(.+)`", problem)
+    if expected and is_key:
+        return f"{path} has a key that is no {expected[1]}"
+    if expected:
+        return f"{path} is a {expected[3]}, not a {expected[1]}{expected[2]}"
+    if missing:
+        return f"{path} lacks the fields {[missing[1]]}"
+    if "'" in problem:  # "Invalid enum value 'x'": the value may be data
+        problem = problem[: problem.index("'")].rstrip()
+    return f"{'a key of ' if is_key else ''}{path}: {problem}"
+
+
+class DataclassModel(_MsgspecModel):
+    """Sessions that are instances of one dataclass, converted by msgspec."""
+
+    def __init__(self, migrations: Migrations, cls: type) -> None:
         params = getattr(cls, "__dataclass_params__", None)
         if params is not None and params.frozen:
             raise TypeError(
                 f"{cls.__qualname__} is a frozen dataclass, which a handler cannot change; "
                 "make the session a dataclass that is not frozen"
             )
-        _convert.check(cls)  # an annotation that cannot be resolved is an error now
+        super().__init__(migrations, cls, cls.__qualname__)
         self.type = cls
-
-    def dump(self, session: Any) -> dict[str, Any]:
-        return _convert.dump(session)  # type: ignore[no-any-return]
-
-    def build(self, data: dict[str, Any]) -> Any:
-        try:
-            return _convert.build(self.type, data)
-        except _convert.Wrong as wrong:
-            raise Misfit(str(wrong)) from None
 
     def reset(self, session: Any, fresh: Any) -> None:
         for field in dataclasses.fields(fresh):
             setattr(session, field.name, getattr(fresh, field.name))
 
-    def difference(self, loaded: Any, session: Any) -> str | None:
-        return _convert.difference(loaded, session)
+
+class TypedDictModel(_MsgspecModel):
+    """Sessions that are dicts shaped by one ``TypedDict``: a :class:`Session` whose values
+    are converted by the TypedDict's annotations."""
+
+    stand_in = LazySession
+
+    def __init__(self, migrations: Migrations, shape: type) -> None:
+        super().__init__(migrations, shape, shape.__qualname__)
+        self.type = Session
+        self.shape = shape
+
+    def check(self, entry: str, value: Any) -> Any:
+        return DictModel.check(self, entry, value)  # type: ignore[arg-type]
+
+    def wrap(self, value: Any) -> Any:
+        return Session(value)
+
+    def to_json(self, session: Any) -> bytes:
+        if VERSION_KEY in session:
+            self.migrations.stamp(session)  # raises the error that names the reserved key
+        return super().to_json(session)
+
+    def reset(self, session: Any, fresh: Any) -> None:
+        DictModel.reset(self, session, fresh)  # type: ignore[arg-type]
+
+    @property
+    def name(self) -> str:
+        return self.shape.__qualname__
 
 
 class PydanticModel(SessionModel):
@@ -171,7 +403,8 @@ class PydanticModel(SessionModel):
     loaded with ``model_validate_json``, pydantic's own JSON round trip.
     """
 
-    def __init__(self, cls: type) -> None:
+    def __init__(self, migrations: Migrations, cls: type) -> None:
+        super().__init__(migrations)
         config = getattr(cls, "model_config", {})
         if config.get("frozen"):
             raise TypeError(
@@ -202,7 +435,7 @@ class PydanticModel(SessionModel):
 
     def build(self, data: dict[str, Any]) -> Any:
         try:
-            return self.type.model_validate_json(json.dumps(data))  # type: ignore[attr-defined]
+            return self.type.model_validate_json(ENCODER.encode(data))  # type: ignore[attr-defined]
         except Exception as error:  # ValidationError, or whatever a validator raised
             raise Misfit(_validation_problems(error)) from error
 
@@ -306,17 +539,19 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
-def model_of(entry: str, value: Any) -> SessionModel:
-    """Return the model of the sessions that ``initial()`` makes, judging by ``value``."""
+def model_of(entry: str, value: Any, initial: object, migrations: Migrations) -> SessionModel:
+    """Return the model of the sessions that ``initial()`` makes, judging by ``value``, its
+    first result, and by ``initial`` itself (a TypedDict, or annotated to return one)."""
     kind = type(value)
     if isinstance(value, dict):
-        return DictModel()
+        shape = _typeddict_of(initial)
+        return DictModel(migrations) if shape is None else TypedDictModel(migrations, shape)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return DataclassModel(kind)
+        return DataclassModel(migrations, kind)
     if callable(getattr(kind, "model_validate_json", None)) and callable(
         getattr(value, "model_dump", None)
     ):
-        model = PydanticModel(kind)
+        model = PydanticModel(migrations, kind)
         model.dump(value)  # a RootModel is refused now, not at its first save
         return model
     raise SessionError(
@@ -325,15 +560,82 @@ def model_of(entry: str, value: Any) -> SessionModel:
     )
 
 
-def _difference(stored: Any, saved: Any, where: str) -> str | None:
+def _is_typeddict(annotation: object) -> bool:
+    # typing.is_typeddict is Python 3.10+, and misses typing_extensions' TypedDict on 3.9.
+    return (
+        isinstance(annotation, type)
+        and issubclass(annotation, dict)
+        and hasattr(annotation, "__total__")
+    )
+
+
+def _typeddict_of(initial: object) -> type | None:
+    """The TypedDict that ``initial`` is, or is annotated to return; None if neither."""
+    if _is_typeddict(initial):
+        return initial  # type: ignore[return-value]
+    if isinstance(initial, type) or not callable(initial):
+        return None
+    try:
+        returns = typing.get_type_hints(initial).get("return")
+    except Exception:  # a builtin, a partial, an annotation that does not resolve
+        return None
+    return returns if _is_typeddict(returns) else None
+
+
+def _unlike(loaded: Any, session: Any, where: str) -> str | None:
+    """Where ``loaded`` (a session read back) is not what ``session`` holds; None if nowhere.
+
+    Types must match, except that an int comes back as an equal float in a float field.
+    """
+    if type(loaded) is not type(session):
+        if _is_number(loaded) and _is_number(session) and loaded == session:
+            return None
+        return (
+            f"{where} holds a {type(session).__name__}, which would load back as a "
+            f"{type(loaded).__name__}"
+        )
+    if isinstance(session, (list, tuple)):
+        if len(loaded) != len(session):
+            return f"{where} would load back with {len(loaded)} items, not {len(session)}"
+        for i, (again, value) in enumerate(zip(loaded, session)):
+            problem = _unlike(again, value, f"{where}[{i}]")
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(session, dict):
+        for key, value in session.items():
+            if key not in loaded:
+                return f"{where}{key_step(key)} would not load back: the type has no such key"
+            problem = _unlike(loaded[key], value, f"{where}{key_step(key)}")
+            if problem is not None:
+                return problem
+        return None
+    if dataclasses.is_dataclass(session):
+        for field in dataclasses.fields(session):
+            name = field.name
+            problem = _unlike(getattr(loaded, name), getattr(session, name), f"{where}.{name}")
+            if problem is not None:
+                return problem
+        return None
+    return None if loaded == session else f"{where} would load back as another value"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _difference(stored: Any, saved: Any, where: str, name: str = "its type") -> str | None:
     """Where saving ``saved`` (a dumped session) would lose or change what ``stored`` (decoded
     JSON) holds; None if nowhere. Keys may be added (a new field's default); numbers compare
     by value, so 0.0 saved for 0 changes nothing."""
     if isinstance(stored, dict) and isinstance(saved, dict):
-        saved = {_convert.json_key(key): value for key, value in saved.items()}
-        lost = sorted(stored.keys() - saved.keys())
+        saved = {json_key(key): value for key, value in saved.items()}
+        lost = ", ".join(map(key_step, sorted(stored.keys() - saved.keys())))
         if lost:
-            return f"{where} would be saved without its keys {lost}"
+            return f"{where} has fields {lost} that {name} does not have"
         for key, value in stored.items():
             problem = _difference(value, saved[key], f"{where}{key_step(key)}")
             if problem is not None:
@@ -363,7 +665,7 @@ def _same_values(stored: list[Any], saved: Sequence[Any]) -> bool:
     """Whether two lists of plain JSON values hold the same values, in any order."""
 
     def counted(values: Sequence[Any]) -> Counter[tuple[type, Any]] | None:
-        if not all(type(value) in _convert.SCALARS for value in values):
+        if not all(type(value) in _SCALARS for value in values):
             return None
         return Counter((_kind(value), value) for value in values)
 
