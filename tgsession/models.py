@@ -181,6 +181,23 @@ class DictModel(SessionModel):
     def read(self, data: dict[str, Any]) -> Any:
         return Session(data)  # the values are JSON values already: nothing to check
 
+    def from_json(self, data: bytes) -> Any | None:
+        try:
+            value = DECODER.decode(data)
+        except msgspec.DecodeError:
+            return None
+        if type(value) is not dict:
+            return None
+        stored = value.pop(VERSION_KEY, 1)  # the stamp of this version, or none at version 1
+        if type(stored) is not int or stored != self.migrations.version:
+            return None  # the general path migrates it, or says what is wrong
+        return Session(value)
+
+    def reread(self, data: bytes) -> Any:
+        value = _decode(data)
+        value.pop(VERSION_KEY, None)  # to_json() stamped it with this version
+        return Session(value)
+
     def load(self, entry: str, data: dict[str, Any]) -> Any:
         return Session(data)
 
