@@ -401,7 +401,10 @@ class SessionManager(Generic[S]):
     def decode(self, entry: str, data: bytes) -> Any:
         """Return the session that the stored ``data`` holds, or raise SessionDecodeError."""
         if self._json:  # bytes just as this code writes them need no other step
-            session = self.model.from_json(data)
+            try:
+                session = self.model.from_json(data)
+            except RecursionError:
+                raise _too_deep_to_load(entry) from None
             if session is not None:
                 return session
         try:
