@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from tgsession import DiskStorage, with_session
@@ -160,6 +161,23 @@ def test_profile_bot_keeps_a_dataclass_profile_and_forgets_it(
         "forgotten",
         "Hello, stranger (visit 1)",
     ]
+
+
+def test_reminder_bot_keeps_due_times_as_datetimes(bot_api: FakeBotAPI, tmp_path: Path) -> None:
+    with running("reminder_bot.py", bot_api, tmp_path):
+        for text in ("/remind 30 call mum", "/remind 90 water plants", "/done 1", "/list"):
+            bot_api.push_message(user_id=4, text=text)
+            replies(bot_api, len(bot_api.calls()) + 1)
+        with with_session(key="reminders", storage=DiskStorage(tmp_path)).open(4) as stored:
+            pass  # waits for the last save, under the lock
+    texts = replies(bot_api, 4)
+    assert texts[0].startswith("reminder 1 set for") and texts[2] == "done: call mum"
+    assert texts[3].startswith("1. water plants at ") and texts[3].endswith(" UTC")
+    (reminder,) = stored["items"]
+    due = datetime.fromisoformat(reminder["due"].replace("Z", "+00:00"))
+    assert due.utcoffset() == timedelta(0)  # an aware datetime, stored as ISO 8601 text
+    assert timedelta(minutes=85) < due - datetime.now(timezone.utc) <= timedelta(minutes=90)
+    assert stored["snooze"] == "PT600S"  # a timedelta, as an ISO 8601 duration
 
 
 def test_redis_bot_counts_in_redis(bot_api: FakeBotAPI, tmp_path: Path) -> None:
