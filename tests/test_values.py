@@ -3,14 +3,18 @@ dates, durations, UUIDs, Decimals and sets in typed sessions."""
 
 from __future__ import annotations
 
+import enum
 import json
 import random
+import re
 import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Optional, TypedDict
+from pathlib import Path
+from typing import Any, Literal, Optional, TypedDict
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -312,3 +316,195 @@ def test_versioned_typed_sessions_are_stamped_and_read_back_alike() -> None:
     with manager.open(1) as reminder:
         assert reminder.day == date(2026, 1, 2)
     assert storage.read("session:1") == data
+
+
+# -- What reviews found ------------------------------------------------------------------
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+@dataclass
+class Pin:
+    pin: Literal[1111, 2222] = 1111
+    level: Level = Level.LOW
+
+
+@pytest.mark.parametrize("data", [b'{"pin":987654}', b'{"level":987654}'])
+def test_a_stored_value_outside_a_literal_or_an_enum_is_not_quoted(data: bytes) -> None:
+    storage = MemoryStorage()
+    storage.write("session:1", data)
+    with pytest.raises(SessionDecodeError, match=r"the session\.(pin|level) is none of") as caught:
+        load(with_session(initial=Pin, storage=storage))
+    assert "987654" not in str(caught.value)
+
+
+@dataclass
+class Checked:
+    pin: str = "0000"
+
+    def __post_init__(self) -> None:
+        if self.pin == "hunter2":
+            raise ValueError(f"pin {self.pin} is not digits")
+        if self.pin == "swordfish":
+            raise LookupError(self.pin)
+
+
+@pytest.mark.parametrize("pin", ["hunter2", "swordfish"])
+def test_a_post_init_that_refuses_stored_data_is_a_decode_error_quoting_nothing(pin: str) -> None:
+    storage = MemoryStorage()
+    storage.write("session:1", b'{"pin":"%s"}' % pin.encode())
+    manager = with_session(initial=Checked, storage=storage)
+    with pytest.raises(SessionDecodeError, match=r"made Checked\(\) raise") as caught:
+        load(manager)
+    assert pin not in str(caught.value)
+    errors: list[str] = []
+    assert list(manager.items(on_error=lambda key, error: errors.append(key))) == []
+    assert errors == ["1"]
+
+
+@dataclass
+class Zoned:
+    due: Optional[datetime] = None  # noqa: UP045 (Python 3.9)
+    seen: frozenset[str] = frozenset()
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (
+            lambda z: setattr(z, "due", datetime(2026, 1, 15, 9, tzinfo=ZoneInfo("Europe/Berlin"))),
+            "the session.due has a time zone (a ZoneInfo)",
+        ),
+        (lambda z: setattr(z, "seen", {"a"}), "the session.seen holds a set, which would"),
+    ],
+    ids=["zone name", "set in a frozenset field"],
+)
+def test_values_equal_but_not_alike_after_loading_are_refused_at_the_save(
+    change: Any, problem: str
+) -> None:
+    storage = MemoryStorage()
+    manager = with_session(initial=Zoned, storage=storage)
+    with pytest.raises(SessionEncodeError, match=re.escape(problem)):  # noqa: SIM117
+        with manager.open(1) as zoned:  # the save at the end of this block raises
+            change(zoned)
+    assert storage.read("session:1") is None
+    assert "Berlin" not in problem
+
+
+@dataclass
+class Groups:
+    groups: set[frozenset[str]] = field(default_factory=set)
+
+
+@dataclass
+class Maybe:
+    names: set[Optional[str]] = field(default_factory=set)  # noqa: UP045
+
+
+@dataclass
+class Home:
+    home: Optional[Path] = None  # noqa: UP045
+
+
+@pytest.mark.parametrize(
+    ("initial", "problem"),
+    [
+        (Groups, "Groups has a set of FrozenSet items"),
+        (Maybe, "Maybe has a set of Union items"),
+        (Home, "Home has a field of type Path, which msgspec does not convert"),
+    ],
+)
+def test_types_a_session_cannot_keep_are_a_type_error_at_the_first_session(
+    initial: Any, problem: str
+) -> None:
+    with pytest.raises(TypeError, match=re.escape(problem)):
+        load(with_session(initial=initial, storage=MemoryStorage()))
+
+
+class Text(str):
+    pass
+
+
+class Number(int):
+    pass
+
+
+class Real(float):
+    pass
+
+
+def test_subclasses_of_str_int_and_float_in_dict_sessions_are_stored_as_json_stored_them() -> None:
+    manager = with_session(storage=MemoryStorage())
+    with manager.open(1) as session:
+        session.update(text=Text("x"), number=Number(3), real=Real(1.5), level=Level.HIGH)
+    with manager.open(1) as session:
+        assert session == {"text": "x", "number": 3, "real": 1.5, "level": 2}
+        assert [type(value) for value in session.values()] == [int, int, float, str]
+
+
+Tagged = TypedDict("Tagged", {"#tag": str, "name": str})
+
+
+def tagged() -> Tagged:
+    return {"#tag": "a", "name": "b"}
+
+
+def test_a_typeddict_with_keys_before_the_version_stamp_writes_sorted_bytes() -> None:
+    storage = MemoryStorage()
+    manager = with_session(initial=tagged, storage=storage, version=2)
+    with manager.open(1) as session:
+        session["name"] = "c"
+    assert storage.read("session:1") == b'{"#tag":"a","$v":2,"name":"c"}'
+
+
+def test_a_typeddict_annotation_that_cannot_be_resolved_is_a_type_error() -> None:
+    def initial() -> Unknown:  # type: ignore[name-defined]  # noqa: F821
+        return {}
+
+    with pytest.raises(TypeError, match=r"return annotation of .*initial.* cannot be resolved"):
+        load(with_session(initial=initial, storage=MemoryStorage()))
+
+
+@dataclass
+class Ratio:
+    ratio: float = 0.5
+
+
+def test_an_int_in_a_float_field_is_stored_as_it_loads_so_it_is_written_once(
+    recording: RecordingStorage,
+) -> None:
+    manager = with_session(initial=Ratio, storage=recording)
+    with manager.open(1) as ratio:
+        ratio.ratio = 1
+    for _ in range(2):
+        with manager.open(1) as ratio:
+            assert ratio.ratio == 1.0 and type(ratio.ratio) is float
+    assert len(recording.of("write")) == 1
+    assert recording.inner.read("session:1") == b'{"ratio":1.0}'
+
+
+def test_a_migration_may_put_dates_into_a_typed_session() -> None:
+    storage = MemoryStorage()
+    storage.write("session:1", b'{"text":"old"}')
+    manager = with_session(
+        initial=Reminder,
+        storage=storage,
+        version=2,
+        migrations={2: lambda old: {**old, "day": date(2026, 1, 1), "tags": {"x"}}},
+    )
+    with manager.open(1) as reminder:
+        assert reminder.day == date(2026, 1, 1) and reminder.tags == {"x"}
+
+
+def test_dict_session_messages_name_the_path_and_quote_no_text() -> None:
+    manager = with_session(storage=MemoryStorage())
+    with pytest.raises(SessionEncodeError, match=r"session\['votes'\] has two keys") as caught:  # noqa: SIM117
+        with manager.open(1) as session:  # the save at the end of this block raises
+            session["votes"] = {1: "a", "1": "b"}
+    with pytest.raises(SessionEncodeError, match=r"session\['name'\] holds text") as caught:  # noqa: SIM117
+        with manager.open(1) as session:
+            session["name"] = "\ud83d"
+    assert "\\ud83d" not in str(caught.value)

@@ -166,7 +166,8 @@ class OpenSession:
         data = manager.encode(self.entry, self.session)
         if data != self.baseline:
             manager.check_nesting(self.entry, self.session, data)
-            manager.check_loads_back(self.entry, data, self.session)
+            data = manager.check_loads_back(self.entry, data, self.session)
+        if data != self.baseline:
             return data
         return DELETE if self.delete_if_unchanged and self.stored else None
 

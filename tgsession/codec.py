@@ -57,9 +57,10 @@ class JSONCodec:
         try:
             return ENCODER.encode(value)
         except TypeError:
-            # msgspec sorts str keys only: write the others as strings first, as json does.
-            # Any other TypeError comes back from the second try.
-            return ENCODER.encode(string_keys(value, "the value"))
+            # msgspec sorts str keys only, and refuses subclasses of str, int and float
+            # (numpy.float64 among them): write them as json does. Any other TypeError comes
+            # back from the second try.
+            return ENCODER.encode(json_values(value, "the value"))
 
     def decode(self, data: bytes) -> Any:
         """Return the value that the UTF-8 JSON ``data`` holds; refuse NaN and Infinity."""
@@ -76,10 +77,10 @@ def _hint(data: bytes) -> str:
     return ""
 
 
-def string_keys(value: Any, where: str) -> Any:
-    """``value`` with every dict key a string, as :mod:`json` writes keys; raise TypeError or
-    ValueError, naming the path from ``where``, for a key json would refuse or two keys that
-    would become one."""
+def json_values(value: Any, where: str) -> Any:
+    """``value`` as :mod:`json` writes it: every dict key a string, and subclasses of str, int
+    and float as those types; raise TypeError or ValueError, naming the path from ``where``,
+    for a key json would refuse or two keys that would become one."""
     if isinstance(value, dict):
         result = {}
         for key, item in value.items():
@@ -88,10 +89,19 @@ def string_keys(value: Any, where: str) -> Any:
                 raise ValueError(
                     f"{where} has two keys that are both stored as the string {key_step(text)}"
                 )
-            result[text] = string_keys(item, f"{where}{key_step(key)}")
+            result[text] = json_values(item, f"{where}{key_step(key)}")
         return result
     if isinstance(value, (list, tuple)):
-        return [string_keys(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [json_values(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    kind = type(value)
+    if kind is bool or kind is str or kind is int or kind is float:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
     return value
 
 

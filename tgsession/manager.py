@@ -370,7 +370,7 @@ class SessionManager(Generic[S]):
                 f"initial() of session {entry!r} returns a {type(value).__name__} that would "
                 f"not load back as it is ({problem}). {model.advice}"
             )
-        return loaded, data
+        return loaded, self._as_loaded(loaded, data)
 
     def _read_back(self, entry: str, data: bytes, session: Any) -> tuple[Any, str | None]:
         """Load ``data``, ``session`` as this manager encoded it; return the result and where
@@ -388,15 +388,21 @@ class SessionManager(Generic[S]):
             return None, str(misfit)
         return loaded, model.difference(loaded, session)
 
-    def check_loads_back(self, entry: str, data: bytes, session: Any) -> None:
+    def check_loads_back(self, entry: str, data: bytes, session: Any) -> bytes:
         """Raise SessionEncodeError unless ``data``, ``session`` encoded, loads back as
-        ``session``."""
-        problem = self._read_back(entry, data, session)[1]
+        ``session``; return the bytes to store, which the next load reads unchanged."""
+        loaded, problem = self._read_back(entry, data, session)
         if problem is not None:
             raise SessionEncodeError(
                 f"session {entry!r} cannot be saved: it would not load back as it is "
                 f"({problem}). {self.model.advice}. The stored session is unchanged"
             )
+        return self._as_loaded(loaded, data)
+
+    def _as_loaded(self, loaded: Any, data: bytes) -> bytes:
+        # An int in a float field is written as 1 and loads as 1.0: store what the load
+        # gives, so that the session is not rewritten at every later save.
+        return self.model.to_json(loaded) if self._json and self.model.converts else data
 
     def decode(self, entry: str, data: bytes) -> Any:
         """Return the session that the stored ``data`` holds, or raise SessionDecodeError."""

@@ -17,6 +17,7 @@ loaded as it was.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import math
 import re
@@ -66,6 +67,10 @@ class SessionModel:
         "instance of a subclass, a value of another type, or a __post_init__ that changes "
         "fields does not survive)"
     )
+
+    # Whether a session loads back converted (an int saved in a float field loads as a float),
+    # so that the bytes to store are those of the session as it loads back.
+    converts = False
 
     def __init__(self, migrations: Migrations) -> None:
         self.migrations = migrations
@@ -138,9 +143,11 @@ class SessionModel:
         raise NotImplementedError
 
     def difference(self, loaded: Any, session: Any) -> str | None:
-        """Where ``loaded``, ``session`` saved and read back, is not ``session``; or None."""
-        if loaded == session:  # C code for dicts, a tuple comparison for dataclasses
-            return None
+        """Where ``loaded``, ``session`` saved and read back, is not ``session``; or None.
+
+        Walked type for type: ``==`` would pass a set saved from a frozenset field, or a
+        datetime whose ZoneInfo comes back as a fixed offset.
+        """
         return _unlike(loaded, session, "the session")
 
     def locate(self, session: Any) -> str | None:
@@ -221,17 +228,26 @@ def _not_json(value: Any, where: str) -> str | None:
     subclasses of str and int (which come back as the base type) are JSON values here, as
     they are to :mod:`json`.
     """
-    if isinstance(value, (str, int)) or value is None:  # bool is an int
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{where} holds text that is not valid Unicode (a lone surrogate)"
+        return None
+    if isinstance(value, int) or value is None:  # bool is an int
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{where} is {value!r}, which JSON cannot hold"
     if isinstance(value, dict):
+        texts = set()
         for key, item in value.items():
-            if not isinstance(key, (str, int, float)) and key is not None:
-                return (
-                    f"{where} has a key that is a {type(key).__name__}; JSON object keys are "
-                    "strings (ints, floats, bools and None are written as strings)"
-                )
+            try:
+                text = json_key(key, where)
+            except TypeError as error:
+                return str(error)
+            if text in texts:
+                return f"{where} has two keys that are both stored as the string {key_step(text)}"
+            texts.add(text)
             problem = _not_json(item, f"{where}{key_step(key)}")
             if problem is not None:
                 return problem
@@ -248,8 +264,9 @@ def _not_json(value: Any, where: str) -> str | None:
 def _stamped(body: bytes, version: int) -> bytes:
     """``body``, a JSON object with sorted keys, with the version stamp it is stored with.
 
-    "$v" sorts before every key a dataclass or TypedDict field can have (an identifier), so it
-    comes first, where the codec's sorted encoding of the stamped dict would put it.
+    "$v" sorts before every identifier, so with fields named by identifiers (every
+    dataclass's, most TypedDicts') it comes first, where the codec's sorted encoding of the
+    stamped dict would put it.
     """
     if version == 1:
         return body
@@ -262,12 +279,16 @@ class _MsgspecModel(SessionModel):
     TypedDict. The default codec's bytes are read straight into the type and written from
     it; other codecs get the session as a dict of JSON values."""
 
+    splice = True  # whether to_json() may put the version stamp first (see _stamped)
+    converts = True
+
     def __init__(self, migrations: Migrations, annotation: Any, name: str) -> None:
         super().__init__(migrations)
         self.annotation = annotation
+        self.name_ = name
         try:
             self.decoder = msgspec.json.Decoder(annotation)
-            _check_keys(msgspec.inspect.type_info(annotation), name)
+            _check_type(msgspec.inspect.type_info(annotation), name)
         except NameError as error:
             raise TypeError(
                 f"the annotations of {name} cannot be resolved ({error}), so its stored fields "
@@ -286,6 +307,8 @@ class _MsgspecModel(SessionModel):
         return msgspec.to_builtins(session, str_keys=True, order="sorted")  # type: ignore[no-any-return]
 
     def to_json(self, session: Any) -> bytes:
+        if not self.splice:
+            return _JSON.encode(self.migrations.stamp(self.dump(session)))
         try:
             body = ENCODER.encode(session)
         except TypeError:  # msgspec sorts only str keys: make them strings first
@@ -295,44 +318,92 @@ class _MsgspecModel(SessionModel):
     def from_json(self, data: bytes) -> Any | None:
         try:
             session = self.wrap(self.decoder.decode(data))
-        except (msgspec.DecodeError, TypeError):
+            return session if self.to_json(session) == data else None
+        except RecursionError:
+            raise
+        except Exception:  # the general path says what is wrong, or migrates
             return None
-        try:
-            same = self.to_json(session) == data
-        except (TypeError, ValueError):
-            return None
-        return session if same else None
 
     def reread(self, data: bytes) -> Any:
         try:
             return self.wrap(self.decoder.decode(data))
-        except msgspec.DecodeError as error:
-            raise Misfit(_validation_problem(error)) from None
+        except RecursionError:
+            raise
+        except Exception as error:
+            raise Misfit(self.problem(error)) from None
 
     def build(self, data: dict[str, Any]) -> Any:
         try:
             return self.wrap(msgspec.convert(data, self.annotation, str_keys=True))
-        except msgspec.ValidationError as error:
-            raise Misfit(_validation_problem(error)) from None
+        except RecursionError:
+            raise
+        except Exception as error:
+            raise Misfit(self.problem(error)) from None
+
+    def read(self, data: dict[str, Any]) -> Any:
+        # A migration may have put datetimes, sets or tuples in: compare as they are stored.
+        try:
+            data = DECODER.decode(_JSON.encode(data))
+        except (TypeError, ValueError) as error:
+            raise Misfit(f"the session holds what JSON cannot ({error})") from None
+        return super().read(data)
+
+    def problem(self, error: Exception) -> str:
+        """What a failed conversion found, naming the field and quoting no value."""
+        cause = error.__cause__ if isinstance(error, msgspec.ValidationError) else error
+        if cause is not None:  # __post_init__ or __init__ raised: its text may quote values
+            return f"the session made {self.name_}() raise {type(cause).__name__}"
+        return _validation_problem(error)
 
 
-def _check_keys(info: Any, name: str, seen: set[int] | None = None) -> None:
-    """Raise TypeError for a dict key type that JSON cannot hold (msgspec writes str-like and
-    number-like keys), found in the type that msgspec's ``info`` describes."""
+# What a set may hold: values of one kind that sort, so that a set is written in one order
+# in every process (a set of frozensets or of str and None would follow string hashing).
+_SORTABLE = (
+    msgspec.inspect.StrType,
+    msgspec.inspect.IntType,
+    msgspec.inspect.FloatType,
+    msgspec.inspect.EnumType,
+    msgspec.inspect.DateTimeType,
+    msgspec.inspect.DateType,
+    msgspec.inspect.TimeType,
+    msgspec.inspect.TimeDeltaType,
+    msgspec.inspect.UUIDType,
+    msgspec.inspect.DecimalType,
+)
+
+
+def _check_type(info: Any, name: str, seen: set[int] | None = None) -> None:
+    """Raise TypeError for what msgspec's ``info`` describes that a session cannot keep: a
+    class msgspec does not convert, a dict key that JSON does not keep, a set that cannot be
+    written in one order."""
     seen = set() if seen is None else seen
     if id(info) in seen:  # a type that contains itself
         return
     seen.add(id(info))
-    if isinstance(info, msgspec.inspect.DictType) and isinstance(
-        info.key_type, (msgspec.inspect.BoolType, msgspec.inspect.NoneType)
+    inspect = msgspec.inspect
+    if isinstance(info, inspect.CustomType):
+        raise TypeError(
+            f"{name} has a field of type {info.cls.__qualname__}, which msgspec does not "
+            "convert: store it as a str, number or dataclass, and convert it in your code"
+        )
+    if isinstance(info, inspect.DictType) and isinstance(
+        info.key_type, (inspect.BoolType, inspect.NoneType)
     ):
         raise TypeError(
             f"{name} has a dict with {type(info.key_type).__name__[:-4].lower()} keys, which "
             "JSON cannot keep as they are: use str or int keys"
         )
+    if isinstance(info, (inspect.SetType, inspect.FrozenSetType)) and not isinstance(
+        info.item_type, _SORTABLE
+    ):
+        raise TypeError(
+            f"{name} has a set of {type(info.item_type).__name__[:-4]} items, which cannot "
+            "be written in one order: use a set of str, int, float, dates or enum values, "
+            "or a list"
+        )
     for attribute in getattr(type(info), "__struct_fields__", ()):
         for inner in _inner_types(getattr(info, attribute)):
-            _check_keys(inner, name, seen)
+            _check_type(inner, name, seen)
 
 
 def _inner_types(value: Any) -> list[Any]:
@@ -360,8 +431,9 @@ def _validation_problem(error: Exception) -> str:
         return f"{path} is a {expected[3]}, not a {expected[1]}{expected[2]}"
     if missing:
         return f"{path} lacks the fields {[missing[1]]}"
-    if "'" in problem:  # "Invalid enum value 'x'": the value may be data
-        problem = problem[: problem.index("'")].rstrip()
+    if problem.startswith("Invalid enum value"):  # it quotes the value, which may be data
+        return f"{'a key of ' if is_key else ''}{path} is none of the values it may hold"
+    problem = re.sub(r"'[^']*'", "<a value>", problem)  # no other message should quote one
     return f"{'a key of ' if is_key else ''}{path}: {problem}"
 
 
@@ -393,6 +465,8 @@ class TypedDictModel(_MsgspecModel):
         super().__init__(migrations, shape, shape.__qualname__)
         self.type = Session
         self.shape = shape
+        # TypedDict("T", {"#tag": str}) may have keys that sort before "$v" (see _stamped).
+        self.splice = all(key.isidentifier() for key in getattr(shape, "__annotations__", {}))
 
     def check(self, entry: str, value: Any) -> Any:
         return DictModel.check(self, entry, value)  # type: ignore[arg-type]
@@ -482,10 +556,23 @@ def _validation_problems(error: Exception) -> str:
     # Not the input itself: it may be the whole session, secrets included; and pydantic's
     # own message only where it quotes no input (not a validator's text, not a union's tag).
     return "; ".join(
-        f"{'.'.join(['the session', *map(str, problem['loc'])])}: {_message(problem)} "
+        f"{_path(problem['loc'])}: {_message(problem)} "
         f"(found a {type(problem.get('input')).__name__})"
         for problem in errors()
     )
+
+
+def _path(location: Sequence[Any]) -> str:
+    """pydantic's error location as a path that quotes no dict key that may be data."""
+    steps = []
+    for step in location:
+        if isinstance(step, int):
+            steps.append(f"[{step}]")
+        elif isinstance(step, str) and step.isidentifier() and len(step) <= 40:
+            steps.append(f".{step}")
+        else:
+            steps.append(f"[<a {type(step).__name__}>]")
+    return "the session" + "".join(steps)
 
 
 # pydantic error types whose messages say what was expected, never what was found.
@@ -594,8 +681,14 @@ def _typeddict_of(initial: object) -> type | None:
         return None
     try:
         returns = typing.get_type_hints(initial).get("return")
-    except Exception:  # a builtin, a partial, an annotation that does not resolve
-        return None
+    except Exception as error:  # a builtin, a partial, or an annotation that does not resolve
+        if "return" not in getattr(initial, "__annotations__", {}):
+            return None
+        raise TypeError(
+            f"the return annotation of {getattr(initial, '__qualname__', initial)!r} cannot "
+            f"be resolved ({error}), so whether it is a TypedDict is unknown: define the "
+            "TypedDict at module level and import every name it uses at run time"
+        ) from error
     return returns if _is_typeddict(returns) else None
 
 
@@ -634,7 +727,18 @@ def _unlike(loaded: Any, session: Any, where: str) -> str | None:
             if problem is not None:
                 return problem
         return None
-    return None if loaded == session else f"{where} would load back as another value"
+    if loaded != session:
+        return f"{where} would load back as another value"
+    if isinstance(session, (datetime.datetime, datetime.time)):
+        if loaded.tzinfo != session.tzinfo:
+            return (
+                f"{where} has a time zone (a {type(session.tzinfo).__name__}) that is stored "
+                "only as its UTC offset: use datetime.timezone.utc or a fixed "
+                "datetime.timezone(offset), and keep a zone name in a str field"
+            )
+        if loaded.fold != session.fold:
+            return f"{where} has fold=1, which ISO 8601 text does not keep"
+    return None
 
 
 def _is_number(value: Any) -> bool:
