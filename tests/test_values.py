@@ -378,9 +378,8 @@ class Zoned:
             lambda z: setattr(z, "due", datetime(2026, 1, 15, 9, tzinfo=ZoneInfo("Europe/Berlin"))),
             "the session.due has a time zone (a ZoneInfo)",
         ),
-        (lambda z: setattr(z, "seen", {"a"}), "the session.seen holds a set, which would"),
     ],
-    ids=["zone name", "set in a frozenset field"],
+    ids=["zone name"],
 )
 def test_values_equal_but_not_alike_after_loading_are_refused_at_the_save(
     change: Any, problem: str
@@ -392,6 +391,16 @@ def test_values_equal_but_not_alike_after_loading_are_refused_at_the_save(
             change(zoned)
     assert storage.read("session:1") is None
     assert "Berlin" not in problem
+
+
+def test_a_value_equal_to_its_annotated_type_comes_back_as_that_type() -> None:
+    manager = with_session(initial=Zoned, storage=MemoryStorage())
+    with manager.open(1) as zoned:
+        zoned.seen = {"a"}  # type: ignore[assignment]  # a set in a frozenset field
+        zoned.due = datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2)))
+    with manager.open(1) as zoned:
+        assert zoned.seen == frozenset({"a"}) and type(zoned.seen) is frozenset
+        assert zoned.due == datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2)))
 
 
 @dataclass

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import math
 import re
@@ -143,12 +144,8 @@ class SessionModel:
         raise NotImplementedError
 
     def difference(self, loaded: Any, session: Any) -> str | None:
-        """Where ``loaded``, ``session`` saved and read back, is not ``session``; or None.
-
-        Walked type for type: ``==`` would pass a set saved from a frozenset field, or a
-        datetime whose ZoneInfo comes back as a fixed offset.
-        """
-        return _unlike(loaded, session, "the session")
+        """Where ``loaded``, ``session`` saved and read back, is not ``session``; or None."""
+        raise NotImplementedError
 
     def locate(self, session: Any) -> str | None:
         """Where ``session`` holds a value that cannot be stored, if that can be told."""
@@ -280,7 +277,14 @@ class _MsgspecModel(SessionModel):
     it; other codecs get the session as a dict of JSON values."""
 
     splice = True  # whether to_json() may put the version stamp first (see _stamped)
-    converts = True
+
+    def difference(self, loaded: Any, session: Any) -> str | None:
+        # loaded holds exactly the annotated types: a value equal to it (an IntEnum in an int
+        # field, a set in a frozenset field) comes back as what the annotation says. Only
+        # times are compared type for type, since == ignores their zones.
+        if not self.strict and loaded == session:
+            return None
+        return _unlike(loaded, session, "the session")
 
     def __init__(self, migrations: Migrations, annotation: Any, name: str) -> None:
         super().__init__(migrations)
@@ -288,7 +292,7 @@ class _MsgspecModel(SessionModel):
         self.name_ = name
         try:
             self.decoder = msgspec.json.Decoder(annotation)
-            _check_type(msgspec.inspect.type_info(annotation), name)
+            kinds = _check_type(msgspec.inspect.type_info(annotation), name)
         except NameError as error:
             raise TypeError(
                 f"the annotations of {name} cannot be resolved ({error}), so its stored fields "
@@ -298,6 +302,10 @@ class _MsgspecModel(SessionModel):
             ) from error
         except TypeError as error:  # a type msgspec cannot convert
             raise TypeError(f"{name} cannot be a session type: {error}") from error
+        # == takes an aware datetime for another in another zone: compare those type for type.
+        self.strict = not kinds.isdisjoint(_ZONED)
+        # An int saved in a float or Decimal field loads converted (see SessionModel.converts).
+        self.converts = not kinds.isdisjoint(_CONVERTED)
 
     def wrap(self, value: Any) -> Any:
         """The session that msgspec's result ``value`` is."""
@@ -372,14 +380,19 @@ _SORTABLE = (
 )
 
 
-def _check_type(info: Any, name: str, seen: set[int] | None = None) -> None:
+_ZONED = frozenset({msgspec.inspect.DateTimeType, msgspec.inspect.TimeType})
+_CONVERTED = frozenset({msgspec.inspect.FloatType, msgspec.inspect.DecimalType})
+
+
+def _check_type(info: Any, name: str, seen: dict[int, Any] | None = None) -> set[type]:
     """Raise TypeError for what msgspec's ``info`` describes that a session cannot keep: a
     class msgspec does not convert, a dict key that JSON does not keep, a set that cannot be
-    written in one order."""
-    seen = set() if seen is None else seen
+    written in one order. Return the kinds of msgspec type found in it."""
+    seen = {} if seen is None else seen
     if id(info) in seen:  # a type that contains itself
-        return
-    seen.add(id(info))
+        return set()
+    seen[id(info)] = info  # kept alive, so that no other object takes its id meanwhile
+    kinds = {type(info)}
     inspect = msgspec.inspect
     if isinstance(info, inspect.CustomType):
         raise TypeError(
@@ -403,7 +416,8 @@ def _check_type(info: Any, name: str, seen: set[int] | None = None) -> None:
         )
     for attribute in getattr(type(info), "__struct_fields__", ()):
         for inner in _inner_types(getattr(info, attribute)):
-            _check_type(inner, name, seen)
+            kinds |= _check_type(inner, name, seen)
+    return kinds
 
 
 def _inner_types(value: Any) -> list[Any]:
@@ -695,50 +709,85 @@ def _typeddict_of(initial: object) -> type | None:
 def _unlike(loaded: Any, session: Any, where: str) -> str | None:
     """Where ``loaded`` (a session read back) is not what ``session`` holds; None if nowhere.
 
-    Types must match, except that an int comes back as an equal float in a float field.
+    Types must match, except that an int comes back as an equal float in a float field. The
+    path is written only for a difference: the walk runs at every changed save.
     """
-    if type(loaded) is not type(session):
-        if _is_number(loaded) and _is_number(session) and loaded == session:
+    found = _first_unlike(loaded, session)
+    if found is None:
+        return None
+    steps, problem = found
+    return f"{where}{''.join(reversed(steps))} {problem}"
+
+
+_EXACT = frozenset({str, int, float, bool, type(None)})  # compared by ==, once types match
+
+
+def _first_unlike(loaded: Any, session: Any) -> tuple[list[str], str] | None:
+    """The first difference between ``loaded`` and ``session``: the steps to it, innermost
+    first, and what it is; None if there is none."""
+    kind: Any = type(session)
+    if type(loaded) is not kind:
+        # What loads back is of the annotated type: an equal value of another type (an int
+        # in a float field, a set in a frozenset field) comes back as that type.
+        if loaded == session and not isinstance(session, (datetime.datetime, datetime.time)):
             return None
-        return (
-            f"{where} holds a {type(session).__name__}, which would load back as a "
-            f"{type(loaded).__name__}"
-        )
-    if isinstance(session, (list, tuple)):
+        return [], f"holds a {kind.__name__}, which would load back as a {type(loaded).__name__}"
+    if kind in _EXACT:
+        return None if loaded == session else ([], "would load back as another value")
+    if kind is list or kind is tuple:
         if len(loaded) != len(session):
-            return f"{where} would load back with {len(loaded)} items, not {len(session)}"
+            return [], f"would load back with {len(loaded)} items, not {len(session)}"
         for i, (again, value) in enumerate(zip(loaded, session)):
-            problem = _unlike(again, value, f"{where}[{i}]")
-            if problem is not None:
-                return problem
+            if type(value) in _EXACT and type(again) is type(value) and again == value:
+                continue  # the common case, without a call
+            found = _first_unlike(again, value)
+            if found is not None:
+                found[0].append(f"[{i}]")
+                return found
         return None
     if isinstance(session, dict):
         for key, value in session.items():
             if key not in loaded:
-                return f"{where}{key_step(key)} would not load back: the type has no such key"
-            problem = _unlike(loaded[key], value, f"{where}{key_step(key)}")
-            if problem is not None:
-                return problem
+                return [key_step(key)], "would not load back: the type has no such key"
+            again = loaded[key]
+            if type(value) in _EXACT and type(again) is type(value) and again == value:
+                continue
+            found = _first_unlike(again, value)
+            if found is not None:
+                found[0].append(key_step(key))
+                return found
         return None
-    if dataclasses.is_dataclass(session):
-        for field in dataclasses.fields(session):
-            name = field.name
-            problem = _unlike(getattr(loaded, name), getattr(session, name), f"{where}.{name}")
-            if problem is not None:
-                return problem
+    names = _field_names(kind)  # type: ignore[arg-type]  # (mypy: a class is not Hashable)
+    if names is not None:
+        for name in names:
+            value, again = getattr(session, name), getattr(loaded, name)
+            if type(value) in _EXACT and type(again) is type(value) and again == value:
+                continue
+            found = _first_unlike(again, value)
+            if found is not None:
+                found[0].append(f".{name}")
+                return found
         return None
     if loaded != session:
-        return f"{where} would load back as another value"
+        return [], "would load back as another value"
     if isinstance(session, (datetime.datetime, datetime.time)):
         if loaded.tzinfo != session.tzinfo:
-            return (
-                f"{where} has a time zone (a {type(session.tzinfo).__name__}) that is stored "
-                "only as its UTC offset: use datetime.timezone.utc or a fixed "
+            return [], (
+                f"has a time zone (a {type(session.tzinfo).__name__}) that is stored only as "
+                "its UTC offset: use datetime.timezone.utc or a fixed "
                 "datetime.timezone(offset), and keep a zone name in a str field"
             )
         if loaded.fold != session.fold:
-            return f"{where} has fold=1, which ISO 8601 text does not keep"
+            return [], "has fold=1, which ISO 8601 text does not keep"
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _field_names(kind: Any) -> tuple[str, ...] | None:
+    """The field names of the dataclass ``kind``; None if it is no dataclass."""
+    if not dataclasses.is_dataclass(kind):
+        return None
+    return tuple(field.name for field in dataclasses.fields(kind))
 
 
 def _is_number(value: Any) -> bool:
