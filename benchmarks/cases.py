@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import stores
-from benchmarks.timing import interleaved, median_of, threaded
+from benchmarks.timing import interleaved, median_of, on_main_thread, threaded
 from tgsession import DiskStorage, MemoryStorage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,11 +51,13 @@ def single_thread(config: Config, size: int, directory: Path) -> dict[str, float
         stores.checkpoint(directory)
         stores.checkpoint(plain)
 
+    ours = stores.tgsession_cases(disk)
     results = interleaved(
         {
             "disk floor": stores.disk_floor(directory),
             "diskcache defaults": stores.disk_floor(plain, stores.DEFAULTS),
-            **_prefixed("disk", stores.tgsession_cases(disk)),
+            **_prefixed("disk", ours),
+            "disk changed, main thread": on_main_thread(ours["changed"]),
         },
         users,
         config.rounds,

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ import pytest
 from tgsession import DiskStorage, SessionError, SessionStorageError, with_session
 
 from conftest import (
+    child_env,
     cue,
     finish_worker,
     redis_storage,
@@ -300,16 +303,18 @@ def test_a_forked_worker_that_opens_a_session_first_loses_no_save(tmp_path: Path
     assert stored_count(tmp_path, "k") == 7
 
 
+@pytest.mark.parametrize("thread", ["main", "thread"])
 def test_a_save_waiting_for_sqlite_while_the_lock_file_is_deleted_is_refused(
-    tmp_path: Path,
+    tmp_path: Path, thread: str
 ) -> None:
     # The save of A waits for SQLite's write lock (another writer holds it) while the lock
     # file is deleted and B, on the new file, reads the session. A must not then write over
-    # what B goes on to save: A's save is refused, B's is kept.
+    # what B goes on to save: A's save is refused, B's is kept. Saves in the main thread
+    # and in worker threads take different paths (see DiskStorage.write).
     directory = tmp_path / "sessions"
     DiskStorage(directory).close()
-    a = start_worker("counted-on-cue", disk(directory), "k", 1)
-    b = start_worker("counted-on-cue", disk(directory), "k", 1)
+    a = start_worker("counted-on-cue", disk(directory), "k", 1, thread)
+    b = start_worker("counted-on-cue", disk(directory), "k", 1, thread)
     assert [said(a), said(b)] == ["ready", "ready"]
     writer = sqlite3.connect(directory / "cache.db", isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")  # a slow commit of another bot, a checkpoint, a purge
@@ -343,3 +348,102 @@ def test_a_store_opened_again_after_its_database_was_replaced_keeps_its_locks(
         probe = start_worker("try-lock", disk(directory), "session:k")
         assert finish_worker(probe).splitlines()[0] == "busy"
     new.close()
+
+
+SAVE_ON_CUE = """
+import signal, sys
+from tgsession import DiskStorage, with_session
+
+if sys.argv[2] == "SIGTERM":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))  # as under systemd or docker
+counter = with_session(initial=lambda: {"count": 0}, storage=DiskStorage(sys.argv[1]))
+with counter.open(1) as session:  # stored: the save on cue updates it
+    session["count"] += 1
+print("ready", flush=True)
+sys.stdin.readline()
+with counter.open(1) as session:
+    session["count"] += 1
+print("saved; still running", flush=True)
+"""
+
+
+@pytest.mark.parametrize(("name", "code"), [("SIGINT", "KeyboardInterrupt"), ("SIGTERM", "")])
+def test_a_signal_while_a_save_waits_for_sqlite_stops_the_script(
+    tmp_path: Path, name: str, code: str
+) -> None:
+    directory = tmp_path / "sessions"
+    DiskStorage(directory).close()
+    script = subprocess.Popen(
+        [sys.executable, "-c", SAVE_ON_CUE, str(directory), name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    assert script.stdout is not None and script.stdin is not None
+    assert script.stdout.readline().strip() == "ready"
+    writer = sqlite3.connect(directory / "cache.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # the save waits for SQLite's write lock
+    script.stdin.write("\n")
+    script.stdin.flush()
+    time.sleep(0.5)
+    script.send_signal(getattr(signal, name))
+    time.sleep(0.3)
+    writer.execute("COMMIT")
+    writer.close()
+    out, err = script.communicate(timeout=30)
+    assert "still running" not in out
+    assert script.returncode != 0 and code in err
+    assert stored_count(directory, "1") == 1  # the first save only
+
+
+INTERRUPTED_DELETE = """
+import signal, sys
+from tgsession import DiskStorage, with_session
+
+def too_long(*_):
+    raise TimeoutError("the handler took too long")
+
+signal.signal(signal.SIGALRM, too_long)
+counter = with_session(initial=lambda: {"count": 0}, storage=DiskStorage(sys.argv[1]))
+with counter.open(1) as session:
+    session["count"] += 1
+print("ready", flush=True)
+sys.stdin.readline()
+signal.alarm(1)
+try:
+    counter.delete(1)  # waits for SQLite; the alarm cuts it off
+except Exception:  # TimeoutError, as the cause of a SessionStorageError
+    print("delete cut off", flush=True)
+signal.alarm(0)
+for _ in range(3):
+    with counter.open(2) as session:
+        session["count"] += 1
+print("saved", flush=True)
+"""
+
+
+def test_saves_after_an_interrupted_delete_are_committed(tmp_path: Path) -> None:
+    directory = tmp_path / "sessions"
+    DiskStorage(directory).close()
+    script = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_DELETE, str(directory)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    assert script.stdout is not None and script.stdin is not None
+    assert script.stdout.readline().strip() == "ready"
+    writer = sqlite3.connect(directory / "cache.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    script.stdin.write("\n")
+    script.stdin.flush()
+    time.sleep(1.5)  # the alarm fires while the delete waits
+    writer.execute("COMMIT")
+    writer.close()
+    out, _ = script.communicate(timeout=60)
+    assert out.splitlines() == ["delete cut off", "saved"]
+    assert stored_count(directory, "2") == 3  # committed, seen by another process
+    assert stored_count(directory, "1") == 1  # the cut-off delete was rolled back

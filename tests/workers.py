@@ -21,10 +21,12 @@ fork-checked STORE KEY N [open-first]
                               (disk) fork; the parent exits at once, as a daemon's does; the
                               child lists the sessions before its first open() (unless
                               open-first), then goes on as reopen-checked does
-counted-on-cue STORE KEY N    N increments, each after a line on stdin ("ready" first,
+counted-on-cue STORE KEY N [thread]
+                              N increments, each after a line on stdin ("ready" first,
                               "changed <count>" before each save, then as counted); before
                               each, the lock of another key is taken and released, as any
-                              update of another user would (it notices a new lock file)
+                              update of another user would (it notices a new lock file);
+                              each in a thread of its own with "thread", else in the main one
 try-lock STORE ENTRY          print "busy" if the lock of ENTRY is held elsewhere, else "free"
 webhook STORE FILE N          an unthreaded bot, isolate(bot, storage=STORE), handles N
                               messages of user 42 given to process_new_updates one by one,
@@ -180,9 +182,8 @@ def main() -> None:
             list(counter.items())  # the child's first use of the store: a listing
         checked_increments(counter, spec["disk"], key, int(sys.argv[4]))
     elif command == "counted-on-cue":
-        print("ready", flush=True)
-        for _ in range(int(sys.argv[4])):
-            sys.stdin.readline()
+
+        def update() -> None:
             with counter.storage.lock("session:another user"):
                 pass
             try:
@@ -191,8 +192,18 @@ def main() -> None:
                     print("changed", session["count"], flush=True)
             except SessionError as error:
                 print("failed", error, flush=True)
-                continue
+                return
             print(session["count"], flush=True)
+
+        print("ready", flush=True)
+        for _ in range(int(sys.argv[4])):
+            sys.stdin.readline()
+            if sys.argv[5:] == ["thread"]:  # as telebot runs handlers: in a worker thread
+                worker = threading.Thread(target=update)
+                worker.start()
+                worker.join()
+            else:
+                update()
     elif command == "try-lock":
         try:
             with DiskStorage(spec["disk"], lock_timeout=0.2).lock(key):

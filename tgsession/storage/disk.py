@@ -25,11 +25,11 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import diskcache
-from diskcache.core import DBNAME, MODE_RAW
+from diskcache.core import DBNAME, MODE_PICKLE, MODE_RAW, MODE_TEXT
 
 from ..errors import (
     SessionDecodeError,
@@ -66,7 +66,7 @@ CACHE_SETTINGS: dict[str, Any] = {
 }
 _OFFSET_MASK = (1 << 62) - 1
 
-_FOREIGN = object()  # what _SafeDisk returns for a key that tgsession never writes
+_FOREIGN = object()  # what _SafeDisk returns for a key or value that tgsession never writes
 
 
 class _Refusals(threading.local):
@@ -77,29 +77,53 @@ _refusals = _Refusals()
 
 # Rows are read and written with these statements on diskcache's own table, rather than with
 # Cache.get and Cache.set: a set is BEGIN, a SELECT, an UPDATE and COMMIT through layers of
-# Python, a write here is one UPDATE. Its value passes through tgsession_checked(value, key)
-# (see _Directory.connection): the checks that a save would not be lost run inside the
-# statement, after SQLite granted it the write lock and before it commits, and an error there
-# rolls it back. Measured in benchmarks/ ("disk changed" against "disk floor", 100,000
-# sessions, same run): 168 us with Cache.set and checks in a transaction, 132 us with these
-# statements in a transaction, 105 us with the checks inside the statement (the floor: 101).
-# diskcache's triggers keep its count and size as its own writes do; a str key is a row with
-# raw = 1, and bytes are MODE_RAW values kept in the database (size 0, no file).
+# Python, a write here is one UPDATE. In a worker thread (where telebot runs handlers) its
+# value passes through tgsession_checked(value, key) (see _Directory.connection): the checks
+# that a save would not be lost run inside the statement, after SQLite granted it the write
+# lock and before it commits, and an error there rolls it back. Measured in benchmarks/ ("disk
+# changed" against "disk floor", 100,000 sessions, one run): 168 us with Cache.set and the
+# checks in a transaction, 132 us with these statements in a transaction, 105 us with the
+# checks inside the statement (the floor: 101). diskcache's triggers keep its count and size
+# as its own writes do; a str key is a row with raw = 1, and bytes are MODE_RAW values kept
+# in the database (size 0, no file).
 _SELECT = (
     "SELECT value, mode, filename FROM Cache"
     " WHERE key = ? AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
 )
-_UPDATE = (
-    "UPDATE Cache SET store_time = ?, expire_time = ?, access_time = ?, access_count = 0,"
-    f" tag = NULL, size = 0, mode = {MODE_RAW}, filename = NULL, value = tgsession_checked(?, ?)"
-    " WHERE key = ? AND raw = 1"
-)
-_INSERT = (
-    "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag,"
-    f" size, mode, filename, value)"
-    f" VALUES (?, 1, ?, ?, ?, 0, NULL, 0, {MODE_RAW}, NULL, tgsession_checked(?, ?))"
-)
+
+
+def _writes(value: str) -> tuple[str, str]:
+    """The UPDATE and the INSERT that store ``value``, an SQL expression, under a key."""
+    return (
+        "UPDATE Cache SET store_time = ?, expire_time = ?, access_time = ?, access_count = 0,"
+        f" tag = NULL, size = 0, mode = {MODE_RAW}, filename = NULL, value = {value}"
+        " WHERE key = ? AND raw = 1",
+        "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag,"
+        " size, mode, filename, value)"
+        f" VALUES (?, 1, ?, ?, ?, 0, NULL, 0, {MODE_RAW}, NULL, {value})",
+    )
+
+
+_UPDATE, _INSERT = _writes("?")
+_CHECKED_UPDATE, _CHECKED_INSERT = _writes("tgsession_checked(?, ?)")
 _DELETE = "DELETE FROM Cache WHERE key = ? AND raw = 1"
+
+
+def _put(
+    execute: Callable[..., sqlite3.Cursor],
+    update: str,
+    insert: str,
+    columns: tuple[object, ...],
+    key: str,
+    checked: tuple[str, ...],
+) -> None:
+    """Store a row: ``columns`` (times and value) under ``key``, with the extra parameters
+    ``checked`` of a statement's tgsession_checked."""
+    if not execute(update, (*columns, *checked, key)).rowcount:
+        try:
+            execute(insert, (key, *columns, *checked))
+        except sqlite3.IntegrityError:  # inserted meanwhile by another program
+            execute(update, (*columns, *checked, key))
 
 
 class _SafeDisk(diskcache.Disk):  # type: ignore[misc]
@@ -115,6 +139,12 @@ class _SafeDisk(diskcache.Disk):  # type: ignore[misc]
 
     def get(self, key: Any, raw: bool) -> Any:
         return super().get(key, raw) if raw else _FOREIGN  # raw=False: a pickled key
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        # tgsession reads values with _SELECT; this keeps any other use of the Cache safe.
+        if mode != MODE_RAW or filename is not None:  # pickled, or in a file, or malformed
+            return _FOREIGN
+        return super().fetch(mode, filename, value, read)
 
     def remove(self, file_path: str) -> None:
         """Delete nothing: a row naming a file is foreign, and so is its file."""
@@ -292,14 +322,24 @@ class _Directory:
         self.local = threading.local()  # each thread's connection, once it has the function
 
     def connection(self) -> sqlite3.Connection:
-        """This thread's SQLite connection (diskcache's), with ``tgsession_checked``.
+        """This thread's SQLite connection (diskcache's), with ``tgsession_checked``, and in
+        no transaction.
 
         diskcache makes a connection per thread, and a new one in a forked child.
         """
-        connection: sqlite3.Connection = self.cache._con
+        cache = self.cache
+        connection: sqlite3.Connection = cache._con
         if getattr(self.local, "connection", None) is not connection:
             connection.create_function("tgsession_checked", 2, self._checked)
             self.local.connection = connection
+        if connection.in_transaction:
+            # Left open by an operation that an exception (a signal handler's, say) cut off
+            # between BEGIN and the end: nothing of it was reported saved. Left open, every
+            # later write would join it and never be committed.
+            connection.execute("ROLLBACK")
+            if cache._txn_id == threading.get_ident():  # diskcache's own, cut off likewise
+                cache._txn_id = None
+            logger.warning("rolled back a transaction that an interrupted operation left open")
         return connection
 
     def _checked(self, value: bytes, key: str) -> bytes:
@@ -551,11 +591,14 @@ class DiskStorage:
         value, mode, filename = row
         if mode == MODE_RAW and filename is None and isinstance(value, bytes):
             return value
-        what = (
-            "a pickled object or a file outside the database"
-            if mode != MODE_RAW or filename is not None
-            else f"a {type(value).__name__}"
-        )
+        if filename is not None:
+            what = "a file outside the database"
+        elif mode == MODE_PICKLE:
+            what = "a pickled object"
+        elif mode == MODE_TEXT:
+            what = "text"
+        else:
+            what = f"a {type(value).__name__}"
         raise SessionDecodeError(
             f"session {key!r} in {self.directory} holds {what}, not session bytes: something "
             "other than tgsession wrote it; it is not loaded and left untouched, delete it to "
@@ -567,14 +610,45 @@ class DiskStorage:
         now = time.time()
         expire = None if ttl is None else now + ttl
         data = bytes(data)
-        execute = self._dir().connection().execute
+        directory = self._dir()
+        connection = directory.connection()
+        execute = connection.execute
+        if threading.current_thread() is threading.main_thread():
+            # Python runs signal handlers in the main thread, at its next Python code: in
+            # tgsession_checked, sqlite3 would discard their KeyboardInterrupt or SystemExit.
+            self._transaction(
+                directory,
+                connection,
+                key,
+                "save",
+                lambda: _put(execute, _UPDATE, _INSERT, (now, expire, now, data), key, ()),
+            )
+            return
         try:
-            if not execute(_UPDATE, (now, expire, now, data, key, key)).rowcount:
-                execute(_INSERT, (key, now, expire, now, data, key))
+            _put(execute, _CHECKED_UPDATE, _CHECKED_INSERT, (now, expire, now, data), key, (key,))
         except sqlite3.OperationalError:
             error, _refusals.error = _refusals.error, None
             if error is not None:  # refused by tgsession_checked, and rolled back
                 raise error from None
+            raise
+
+    @staticmethod
+    def _transaction(
+        directory: _Directory,
+        connection: sqlite3.Connection,
+        key: str,
+        action: str,
+        change: Callable[[], object],
+    ) -> None:
+        """Make ``change`` in a transaction of its own, checked before its commit."""
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            change()
+            directory.verify(key, action)
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
             raise
 
     def purge(self) -> int:
@@ -588,17 +662,12 @@ class DiskStorage:
     def delete(self, key: str) -> None:
         """Remove ``key`` if it is stored."""
         directory = self._dir()
-        execute = directory.connection().execute
-        # A transaction of its own: a check inside the statement would not run for a row
-        # that is not there, and a deleted store must be reported then too.
-        execute("BEGIN IMMEDIATE")
-        try:
-            execute(_DELETE, (key,))
-            directory.verify(key, "delete")
-        except BaseException:
-            execute("ROLLBACK")
-            raise
-        execute("COMMIT")
+        connection = directory.connection()
+        # In a transaction: a check inside the statement would not run for a row that is not
+        # there, and a deleted store must be reported then too.
+        self._transaction(
+            directory, connection, key, "delete", lambda: connection.execute(_DELETE, (key,))
+        )
 
     def keys(self, prefix: str) -> Iterator[str]:
         """Yield every stored key that starts with ``prefix``, a hundred rows at a time.
