@@ -517,3 +517,68 @@ def test_dict_session_messages_name_the_path_and_quote_no_text() -> None:
         with manager.open(1) as session:
             session["name"] = "\ud83d"
     assert "\\ud83d" not in str(caught.value)
+
+
+class Plain(enum.Enum):
+    A = 1
+    B = 2
+
+
+@dataclass
+class PlainPicks:
+    picks: set[Plain] = field(default_factory=set)
+
+
+@dataclass
+class KeyedByPair:
+    by_pair: dict[tuple[int, int], int] = field(default_factory=dict)
+
+
+@pytest.mark.parametrize(
+    ("initial", "problem"),
+    [
+        (PlainPicks, "PlainPicks has a set of Enum items"),
+        (KeyedByPair, "KeyedByPair has a dict with Tuple keys"),
+    ],
+)
+def test_sets_of_unordered_enums_and_dicts_keyed_by_tuples_are_refused_at_once(
+    initial: Any, problem: str
+) -> None:
+    with pytest.raises(TypeError, match=re.escape(problem)):
+        load(with_session(initial=initial, storage=MemoryStorage()))
+
+
+@dataclass
+class Sortable:
+    letters: set[Literal["a", "b"]] = field(default_factory=set)
+    flags: set[bool] = field(default_factory=set)
+    blobs: set[bytes] = field(default_factory=set)
+    levels: set[Level] = field(default_factory=set)
+
+
+def test_sets_whose_items_sort_are_kept() -> None:
+    manager = with_session(initial=Sortable, storage=MemoryStorage())
+    with manager.open(1) as sortable:
+        sortable.letters, sortable.flags = {"b", "a"}, {True, False}
+        sortable.blobs, sortable.levels = {b"y", b"x"}, {Level.HIGH, Level.LOW}
+    assert load(manager) == Sortable({"a", "b"}, {False, True}, {b"x", b"y"}, set(Level))
+
+
+@dataclass
+class Moments:
+    whens: set[datetime] = field(default_factory=set)
+    counts: dict[datetime, int] = field(default_factory=dict)
+
+
+@pytest.mark.parametrize("where", ["whens", "counts"])
+def test_a_zoned_datetime_in_a_set_or_a_dict_key_is_refused_at_the_save(where: str) -> None:
+    storage = MemoryStorage()
+    manager = with_session(initial=Moments, storage=storage)
+    moment = datetime(2020, 6, 1, 12, tzinfo=ZoneInfo("Europe/Berlin"))
+    with pytest.raises(SessionEncodeError, match=r"time zone \(a ZoneInfo\)"):  # noqa: SIM117
+        with manager.open(1) as moments:  # the save at the end of this block raises
+            if where == "whens":
+                moments.whens.add(moment)
+            else:
+                moments.counts[moment] = 1
+    assert storage.read("session:1") is None

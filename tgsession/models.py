@@ -370,7 +370,8 @@ _SORTABLE = (
     msgspec.inspect.StrType,
     msgspec.inspect.IntType,
     msgspec.inspect.FloatType,
-    msgspec.inspect.EnumType,
+    msgspec.inspect.BoolType,
+    msgspec.inspect.BytesType,
     msgspec.inspect.DateTimeType,
     msgspec.inspect.DateType,
     msgspec.inspect.TimeType,
@@ -378,6 +379,32 @@ _SORTABLE = (
     msgspec.inspect.UUIDType,
     msgspec.inspect.DecimalType,
 )
+
+
+# Dict keys that msgspec writes as JSON object keys (str-like and number-like).
+_KEYS = (
+    msgspec.inspect.StrType,
+    msgspec.inspect.IntType,
+    msgspec.inspect.FloatType,
+    msgspec.inspect.EnumType,
+    msgspec.inspect.LiteralType,
+    msgspec.inspect.DateTimeType,
+    msgspec.inspect.DateType,
+    msgspec.inspect.TimeType,
+    msgspec.inspect.UUIDType,
+    msgspec.inspect.DecimalType,
+)
+
+
+def _sortable(info: Any) -> bool:
+    """Whether set items of the type msgspec's ``info`` describes sort, so that a set is
+    written in one order: one kind of scalar, enums whose members order (IntEnum, str
+    enums), Literals of only str or only int values."""
+    if isinstance(info, msgspec.inspect.EnumType):
+        return issubclass(info.cls, (int, str))
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return len({type(value) for value in info.values}) == 1
+    return isinstance(info, _SORTABLE)
 
 
 _ZONED = frozenset({msgspec.inspect.DateTimeType, msgspec.inspect.TimeType})
@@ -399,16 +426,12 @@ def _check_type(info: Any, name: str, seen: dict[int, Any] | None = None) -> set
             f"{name} has a field of type {info.cls.__qualname__}, which msgspec does not "
             "convert: store it as a str, number or dataclass, and convert it in your code"
         )
-    if isinstance(info, inspect.DictType) and isinstance(
-        info.key_type, (inspect.BoolType, inspect.NoneType)
-    ):
+    if isinstance(info, inspect.DictType) and not isinstance(info.key_type, _KEYS):
         raise TypeError(
-            f"{name} has a dict with {type(info.key_type).__name__[:-4].lower()} keys, which "
-            "JSON cannot keep as they are: use str or int keys"
+            f"{name} has a dict with {type(info.key_type).__name__[:-4]} keys, which JSON "
+            "cannot keep as they are: use str, int, float, enum, date or UUID keys"
         )
-    if isinstance(info, (inspect.SetType, inspect.FrozenSetType)) and not isinstance(
-        info.item_type, _SORTABLE
-    ):
+    if isinstance(info, (inspect.SetType, inspect.FrozenSetType)) and not _sortable(info.item_type):
         raise TypeError(
             f"{name} has a set of {type(info.item_type).__name__[:-4]} items, which cannot "
             "be written in one order: use a set of str, int, float, dates or enum values, "
@@ -749,6 +772,9 @@ def _first_unlike(loaded: Any, session: Any) -> tuple[list[str], str] | None:
         for key, value in session.items():
             if key not in loaded:
                 return [key_step(key)], "would not load back: the type has no such key"
+            problem = _unkept_time(key)
+            if problem is not None:
+                return [], f"has a key that {problem}"
             again = loaded[key]
             if type(value) in _EXACT and type(again) is type(value) and again == value:
                 continue
@@ -770,15 +796,27 @@ def _first_unlike(loaded: Any, session: Any) -> tuple[list[str], str] | None:
         return None
     if loaded != session:
         return [], "would load back as another value"
-    if isinstance(session, (datetime.datetime, datetime.time)):
-        if loaded.tzinfo != session.tzinfo:
-            return [], (
-                f"has a time zone (a {type(session.tzinfo).__name__}) that is stored only as "
-                "its UTC offset: use datetime.timezone.utc or a fixed "
-                "datetime.timezone(offset), and keep a zone name in a str field"
-            )
-        if loaded.fold != session.fold:
-            return [], "has fold=1, which ISO 8601 text does not keep"
+    # Times in sets and dict keys too: == matched them by instant, ignoring their zones.
+    for value in session if kind in (set, frozenset) else (session,):
+        problem = _unkept_time(value)
+        if problem is not None:
+            return [], problem
+    return None
+
+
+def _unkept_time(value: Any) -> str | None:
+    """What ISO 8601 text would not keep of ``value``, if it is a datetime or a time."""
+    if not isinstance(value, (datetime.datetime, datetime.time)):
+        return None
+    zone = value.tzinfo
+    if zone is not None and type(zone) is not datetime.timezone:
+        return (
+            f"has a time zone (a {type(zone).__name__}) that is stored only as its UTC "
+            "offset: use datetime.timezone.utc or a fixed datetime.timezone(offset), and "
+            "keep a zone name in a str field"
+        )
+    if value.fold:
+        return "has fold=1, which ISO 8601 text does not keep"
     return None
 
 

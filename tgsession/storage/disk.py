@@ -123,7 +123,11 @@ def _put(
         try:
             execute(insert, (key, *columns, *checked))
         except sqlite3.IntegrityError:  # inserted meanwhile by another program
-            execute(update, (*columns, *checked, key))
+            if not execute(update, (*columns, *checked, key)).rowcount:
+                raise SessionStorageError(
+                    f"could not save session {key!r}: another program changed its row "
+                    "during the save; nothing was saved. Only tgsession should write the store"
+                ) from None
 
 
 class _SafeDisk(diskcache.Disk):  # type: ignore[misc]
@@ -332,7 +336,7 @@ class _Directory:
         if getattr(self.local, "connection", None) is not connection:
             connection.create_function("tgsession_checked", 2, self._checked)
             self.local.connection = connection
-        if connection.in_transaction:
+        if connection.in_transaction and not getattr(self.local, "saving", False):
             # Left open by an operation that an exception (a signal handler's, say) cut off
             # between BEGIN and the end: nothing of it was reported saved. Left open, every
             # later write would join it and never be committed.
@@ -641,6 +645,9 @@ class DiskStorage:
         change: Callable[[], object],
     ) -> None:
         """Make ``change`` in a transaction of its own, checked before its commit."""
+        # Marked, so that a read in a signal handler meanwhile does not take it for one
+        # left open (see _Directory.connection).
+        directory.local.saving = True
         try:
             connection.execute("BEGIN IMMEDIATE")
             change()
@@ -650,6 +657,8 @@ class DiskStorage:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
+        finally:
+            directory.local.saving = False
 
     def purge(self) -> int:
         """Remove the expired sessions that are still on disk; return how many.
