@@ -554,7 +554,7 @@ class BoolKeys:
     ("initial", "problem"),
     [
         (EnumLiteral, "EnumLiteral cannot be a session type: Literal may only contain"),
-        (BoolKeys, "BoolKeys has a dict with bool keys"),
+        (BoolKeys, "BoolKeys has a dict with Bool keys"),
     ],
 )
 def test_types_msgspec_cannot_convert_are_a_type_error_at_the_first_session(
