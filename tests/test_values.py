@@ -7,7 +7,6 @@ import enum
 import json
 import random
 import re
-import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
@@ -304,7 +303,6 @@ def test_messages_about_stored_values_quote_no_value() -> None:
     assert "SECRET" not in str(caught.value) and "session.due" in str(caught.value)
 
 
-@pytest.mark.skipif(sys.version_info < (3, 10), reason="X | None needs Python 3.10")
 def test_versioned_typed_sessions_are_stamped_and_read_back_alike() -> None:
     storage = MemoryStorage()
     manager = with_session(initial=Reminder, storage=storage, version=3)
