@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -350,6 +351,32 @@ def test_a_store_opened_again_after_its_database_was_replaced_keeps_its_locks(
     new.close()
 
 
+@contextmanager
+def waiting_for_sqlite(code: str, directory: Path, *args: str) -> Iterator[Any]:
+    """Run the script ``code`` on a new store in ``directory``; once it says "ready", hold
+    SQLite's write lock and cue it, so that its next write waits; commit on leaving."""
+    DiskStorage(directory).close()
+    script = subprocess.Popen(
+        [sys.executable, "-c", code, str(directory), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    assert script.stdout is not None and script.stdin is not None
+    assert script.stdout.readline().strip() == "ready"
+    writer = sqlite3.connect(directory / "cache.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # a slow commit of another bot, a checkpoint, a purge
+    script.stdin.write("\n")
+    script.stdin.flush()
+    try:
+        yield script
+    finally:
+        writer.execute("COMMIT")
+        writer.close()
+
+
 SAVE_ON_CUE = """
 import signal, sys
 from tgsession import DiskStorage, with_session
@@ -372,26 +399,10 @@ def test_a_signal_while_a_save_waits_for_sqlite_stops_the_script(
     tmp_path: Path, name: str, code: str
 ) -> None:
     directory = tmp_path / "sessions"
-    DiskStorage(directory).close()
-    script = subprocess.Popen(
-        [sys.executable, "-c", SAVE_ON_CUE, str(directory), name],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env(),
-    )
-    assert script.stdout is not None and script.stdin is not None
-    assert script.stdout.readline().strip() == "ready"
-    writer = sqlite3.connect(directory / "cache.db", isolation_level=None)
-    writer.execute("BEGIN IMMEDIATE")  # the save waits for SQLite's write lock
-    script.stdin.write("\n")
-    script.stdin.flush()
-    time.sleep(0.5)
-    script.send_signal(getattr(signal, name))
-    time.sleep(0.3)
-    writer.execute("COMMIT")
-    writer.close()
+    with waiting_for_sqlite(SAVE_ON_CUE, directory, name) as script:
+        time.sleep(0.5)
+        script.send_signal(getattr(signal, name))
+        time.sleep(0.3)
     out, err = script.communicate(timeout=30)
     assert "still running" not in out
     assert script.returncode != 0 and code in err
@@ -426,23 +437,8 @@ print("saved", flush=True)
 
 def test_saves_after_an_interrupted_delete_are_committed(tmp_path: Path) -> None:
     directory = tmp_path / "sessions"
-    DiskStorage(directory).close()
-    script = subprocess.Popen(
-        [sys.executable, "-c", INTERRUPTED_DELETE, str(directory)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=child_env(),
-    )
-    assert script.stdout is not None and script.stdin is not None
-    assert script.stdout.readline().strip() == "ready"
-    writer = sqlite3.connect(directory / "cache.db", isolation_level=None)
-    writer.execute("BEGIN IMMEDIATE")
-    script.stdin.write("\n")
-    script.stdin.flush()
-    time.sleep(1.5)  # the alarm fires while the delete waits
-    writer.execute("COMMIT")
-    writer.close()
+    with waiting_for_sqlite(INTERRUPTED_DELETE, directory) as script:
+        time.sleep(1.5)  # the alarm fires while the delete waits
     out, _ = script.communicate(timeout=60)
     assert out.splitlines() == ["delete cut off", "saved"]
     assert stored_count(directory, "2") == 3  # committed, seen by another process
