@@ -27,7 +27,7 @@ from tgsession import (
 )
 from tgsession.codec import JSONCodec
 
-from conftest import RecordingStorage, Update, by_key, run_python
+from conftest import RecordingStorage, Update, by_key
 
 # What every earlier release wrote: the standard library's json, configured so.
 OLD = json.JSONEncoder(ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":"))
@@ -580,37 +580,3 @@ def test_a_zoned_datetime_in_a_set_or_a_dict_key_is_refused_at_the_save(where: s
             else:
                 moments.counts[moment] = 1
     assert storage.read("session:1") is None
-
-
-FIRST_USE = """
-import sys, threading
-import tgsession
-assert "msgspec" not in sys.modules, "imported with tgsession"
-from tgsession import MemoryStorage, with_session
-from tgsession.codec import JSONCodec
-
-storage = MemoryStorage()
-errors = []
-
-def first_use(user):
-    try:
-        with with_session(storage=storage).open(user) as session:
-            session["n"] = JSONCodec().decode(JSONCodec().encode({"n": user}))["n"]
-    except BaseException as error:
-        errors.append(error)
-
-threads = [threading.Thread(target=first_use, args=(user,)) for user in range(16)]
-for thread in threads:
-    thread.start()
-for thread in threads:
-    thread.join()
-assert not errors, errors
-assert "msgspec" in sys.modules
-print(sorted(int(storage.read(f"session:{u}")[5:-1]) for u in range(16)) == list(range(16)))
-"""
-
-
-def test_msgspec_is_imported_at_the_first_use_not_with_tgsession() -> None:
-    # Importing msgspec made `import tgsession` 14 ms slower on the benchmark machine.
-    # Sixteen threads make their first sessions at once, as a bot's workers would.
-    assert run_python(FIRST_USE).stdout.strip() == "True"
