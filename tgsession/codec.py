@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import math
 import re
-import threading
-from types import ModuleType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
 
 from .errors import key_step
-
-if TYPE_CHECKING:
-    import msgspec
 
 
 @runtime_checkable
@@ -37,37 +34,11 @@ class Codec(Protocol):
         ...
 
 
-class Msgspec:
-    """msgspec, imported at the first use rather than with tgsession (it made `import
-    tgsession` 14 ms slower here), and the process's encoder and decoder.
-
-    msgspec encodes and decodes in C. Measured in benchmarks/ (the "codec" cases): the
-    benchmark session took 5.9 us to encode and 3.8 us to decode with the standard library's
-    json, and 0.7 us and 1.0 us with msgspec.
-    """
-
-    module: ModuleType
-    inspect: ModuleType  # msgspec.inspect
-    encoder: msgspec.json.Encoder
-    decoder: msgspec.json.Decoder[Any]
-
-    def __init__(self) -> None:
-        self._loading = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        # Called only for attributes not set yet: until the first use has imported msgspec.
-        with self._loading:
-            if "decoder" not in self.__dict__:
-                import msgspec
-                import msgspec.inspect
-
-                self.module, self.inspect = msgspec, msgspec.inspect
-                self.encoder = msgspec.json.Encoder(order="sorted")
-                self.decoder = msgspec.json.Decoder()
-        return object.__getattribute__(self, name)
-
-
-MSGSPEC = Msgspec()
+# One encoder and decoder for the process: msgspec's, in C. Measured in benchmarks/ (the
+# "codec" cases): a small session took 4.5 us to encode and 2.5 us to decode with the
+# standard library's json, and 0.5 us and 0.9 us with msgspec.
+ENCODER = msgspec.json.Encoder(order="sorted")
+DECODER = msgspec.json.Decoder()
 
 
 class JSONCodec:
@@ -83,20 +54,19 @@ class JSONCodec:
 
     def encode(self, value: Any) -> bytes:
         """Return ``value`` as compact, key-sorted UTF-8 JSON."""
-        encoder = MSGSPEC.encoder
         try:
-            return encoder.encode(value)
+            return ENCODER.encode(value)
         except TypeError:
             # msgspec sorts str keys only, and refuses subclasses of str, int and float
             # (numpy.float64 among them): write them as json does. Any other TypeError comes
             # back from the second try.
-            return encoder.encode(json_values(value, "the value"))
+            return ENCODER.encode(json_values(value, "the value"))
 
     def decode(self, data: bytes) -> Any:
         """Return the value that the UTF-8 JSON ``data`` holds; refuse NaN and Infinity."""
         try:
-            return MSGSPEC.decoder.decode(data)
-        except MSGSPEC.module.DecodeError as error:  # a ValidationError too: a number out of range
+            return DECODER.decode(data)
+        except msgspec.DecodeError as error:  # a ValidationError too: a number out of range
             raise ValueError(f"{error}{_hint(data)}") from None
 
 

@@ -27,7 +27,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Union
 
-from .codec import MSGSPEC, JSONCodec, json_key
+import msgspec
+import msgspec.inspect
+
+from .codec import DECODER, ENCODER, JSONCodec, json_key
 from .errors import SessionDecodeError, SessionError, key_step
 from .migrations import VERSION_KEY, Migrations
 from .session import LazySession, LazyTypedSession, Loader, Session
@@ -151,8 +154,8 @@ class SessionModel:
 
 def _decode(data: bytes) -> Any:
     try:
-        return MSGSPEC.decoder.decode(data)
-    except MSGSPEC.module.DecodeError as error:
+        return DECODER.decode(data)
+    except msgspec.DecodeError as error:
         raise Misfit(f"the session would be saved as bytes that do not decode ({error})") from None
 
 
@@ -184,8 +187,8 @@ class DictModel(SessionModel):
 
     def from_json(self, data: bytes) -> Any | None:
         try:
-            value = MSGSPEC.decoder.decode(data)
-        except MSGSPEC.module.DecodeError:
+            value = DECODER.decode(data)
+        except msgspec.DecodeError:
             return None
         if type(value) is not dict:
             return None
@@ -288,8 +291,8 @@ class _MsgspecModel(SessionModel):
         self.annotation = annotation
         self.name_ = name
         try:
-            self.decoder = MSGSPEC.module.json.Decoder(annotation)
-            kinds = _check_type(MSGSPEC.inspect.type_info(annotation), name)
+            self.decoder = msgspec.json.Decoder(annotation)
+            kinds = _check_type(msgspec.inspect.type_info(annotation), name)
         except NameError as error:
             raise TypeError(
                 f"the annotations of {name} cannot be resolved ({error}), so its stored fields "
@@ -299,23 +302,25 @@ class _MsgspecModel(SessionModel):
             ) from error
         except TypeError as error:  # a type msgspec cannot convert
             raise TypeError(f"{name} cannot be a session type: {error}") from error
-        self.strict = not kinds.isdisjoint(_kinds().zoned)
-        self.converts = not kinds.isdisjoint(_kinds().converted)
+        # == takes an aware datetime for another in another zone: compare those type for type.
+        self.strict = not kinds.isdisjoint(_ZONED)
+        # An int saved in a float or Decimal field loads converted (see SessionModel.converts).
+        self.converts = not kinds.isdisjoint(_CONVERTED)
 
     def wrap(self, value: Any) -> Any:
         """The session that msgspec's result ``value`` is."""
         return value
 
     def dump(self, session: Any) -> dict[str, Any]:
-        return MSGSPEC.module.to_builtins(session, str_keys=True, order="sorted")  # type: ignore[no-any-return]
+        return msgspec.to_builtins(session, str_keys=True, order="sorted")  # type: ignore[no-any-return]
 
     def to_json(self, session: Any) -> bytes:
         if not self.splice:
             return _JSON.encode(self.migrations.stamp(self.dump(session)))
         try:
-            body = MSGSPEC.encoder.encode(session)
+            body = ENCODER.encode(session)
         except TypeError:  # msgspec sorts only str keys: make them strings first
-            body = MSGSPEC.encoder.encode(self.dump(session))
+            body = ENCODER.encode(self.dump(session))
         return _stamped(body, self.migrations.version)
 
     def from_json(self, data: bytes) -> Any | None:
@@ -337,7 +342,7 @@ class _MsgspecModel(SessionModel):
 
     def build(self, data: dict[str, Any]) -> Any:
         try:
-            return self.wrap(MSGSPEC.module.convert(data, self.annotation, str_keys=True))
+            return self.wrap(msgspec.convert(data, self.annotation, str_keys=True))
         except RecursionError:
             raise
         except Exception as error:
@@ -346,72 +351,64 @@ class _MsgspecModel(SessionModel):
     def read(self, data: dict[str, Any]) -> Any:
         # A migration may have put datetimes, sets or tuples in: compare as they are stored.
         try:
-            data = MSGSPEC.decoder.decode(_JSON.encode(data))
+            data = DECODER.decode(_JSON.encode(data))
         except (TypeError, ValueError) as error:
             raise Misfit(f"the session holds what JSON cannot ({error})") from None
         return super().read(data)
 
     def problem(self, error: Exception) -> str:
         """What a failed conversion found, naming the field and quoting no value."""
-        cause = error.__cause__ if isinstance(error, MSGSPEC.module.ValidationError) else error
+        cause = error.__cause__ if isinstance(error, msgspec.ValidationError) else error
         if cause is not None:  # __post_init__ or __init__ raised: its text may quote values
             return f"the session made {self.name_}() raise {type(cause).__name__}"
         return _validation_problem(error)
 
 
-class _Kinds:
-    """The msgspec.inspect types that decide what a session type may hold."""
-
-    def __init__(self, kinds: Any) -> None:
-        # A set is written in one order in every process only if its items sort (a set of
-        # frozensets or of str and None would follow string hashing).
-        self.sortable = (
-            kinds.StrType,
-            kinds.IntType,
-            kinds.FloatType,
-            kinds.BoolType,
-            kinds.BytesType,
-            kinds.DateTimeType,
-            kinds.DateType,
-            kinds.TimeType,
-            kinds.TimeDeltaType,
-            kinds.UUIDType,
-            kinds.DecimalType,
-        )
-        # Dict keys that msgspec writes as JSON object keys (str-like and number-like).
-        self.keys = (
-            kinds.StrType,
-            kinds.IntType,
-            kinds.FloatType,
-            kinds.EnumType,
-            kinds.LiteralType,
-            kinds.DateTimeType,
-            kinds.DateType,
-            kinds.TimeType,
-            kinds.UUIDType,
-            kinds.DecimalType,
-        )
-        # == takes an aware datetime for another in another zone: compare those type for type.
-        self.zoned = frozenset({kinds.DateTimeType, kinds.TimeType})
-        # An int saved in a float or Decimal field loads converted (see SessionModel.converts).
-        self.converted = frozenset({kinds.FloatType, kinds.DecimalType})
+# What a set may hold: values of one kind that sort, so that a set is written in one order
+# in every process (a set of frozensets or of str and None would follow string hashing).
+_SORTABLE = (
+    msgspec.inspect.StrType,
+    msgspec.inspect.IntType,
+    msgspec.inspect.FloatType,
+    msgspec.inspect.BoolType,
+    msgspec.inspect.BytesType,
+    msgspec.inspect.DateTimeType,
+    msgspec.inspect.DateType,
+    msgspec.inspect.TimeType,
+    msgspec.inspect.TimeDeltaType,
+    msgspec.inspect.UUIDType,
+    msgspec.inspect.DecimalType,
+)
 
 
-@functools.lru_cache(maxsize=1)
-def _kinds() -> _Kinds:
-    """The _Kinds of msgspec, made at the first session type (msgspec is imported then)."""
-    return _Kinds(MSGSPEC.inspect)
+# Dict keys that msgspec writes as JSON object keys (str-like and number-like).
+_KEYS = (
+    msgspec.inspect.StrType,
+    msgspec.inspect.IntType,
+    msgspec.inspect.FloatType,
+    msgspec.inspect.EnumType,
+    msgspec.inspect.LiteralType,
+    msgspec.inspect.DateTimeType,
+    msgspec.inspect.DateType,
+    msgspec.inspect.TimeType,
+    msgspec.inspect.UUIDType,
+    msgspec.inspect.DecimalType,
+)
 
 
 def _sortable(info: Any) -> bool:
     """Whether set items of the type msgspec's ``info`` describes sort, so that a set is
     written in one order: one kind of scalar, enums whose members order (IntEnum, str
     enums), Literals of only str or only int values."""
-    if isinstance(info, MSGSPEC.inspect.EnumType):
+    if isinstance(info, msgspec.inspect.EnumType):
         return issubclass(info.cls, (int, str))
-    if isinstance(info, MSGSPEC.inspect.LiteralType):
+    if isinstance(info, msgspec.inspect.LiteralType):
         return len({type(value) for value in info.values}) == 1
-    return isinstance(info, _kinds().sortable)
+    return isinstance(info, _SORTABLE)
+
+
+_ZONED = frozenset({msgspec.inspect.DateTimeType, msgspec.inspect.TimeType})
+_CONVERTED = frozenset({msgspec.inspect.FloatType, msgspec.inspect.DecimalType})
 
 
 def _check_type(info: Any, name: str, seen: dict[int, Any] | None = None) -> set[type]:
@@ -423,13 +420,13 @@ def _check_type(info: Any, name: str, seen: dict[int, Any] | None = None) -> set
         return set()
     seen[id(info)] = info  # kept alive, so that no other object takes its id meanwhile
     kinds = {type(info)}
-    inspect = MSGSPEC.inspect
+    inspect = msgspec.inspect
     if isinstance(info, inspect.CustomType):
         raise TypeError(
             f"{name} has a field of type {info.cls.__qualname__}, which msgspec does not "
             "convert: store it as a str, number or dataclass, and convert it in your code"
         )
-    if isinstance(info, inspect.DictType) and not isinstance(info.key_type, _kinds().keys):
+    if isinstance(info, inspect.DictType) and not isinstance(info.key_type, _KEYS):
         raise TypeError(
             f"{name} has a dict with {type(info.key_type).__name__[:-4]} keys, which JSON "
             "cannot keep as they are: use str, int, float, enum, date or UUID keys"
@@ -448,9 +445,9 @@ def _check_type(info: Any, name: str, seen: dict[int, Any] | None = None) -> set
 
 def _inner_types(value: Any) -> list[Any]:
     """The msgspec.inspect types inside one attribute of another."""
-    if isinstance(value, MSGSPEC.inspect.Type):
+    if isinstance(value, msgspec.inspect.Type):
         return [value]
-    if isinstance(value, MSGSPEC.inspect.Field):
+    if isinstance(value, msgspec.inspect.Field):
         return [value.type]
     if isinstance(value, tuple):
         return [inner for item in value for inner in _inner_types(item)]
@@ -566,7 +563,7 @@ class PydanticModel(SessionModel):
 
     def build(self, data: dict[str, Any]) -> Any:
         try:
-            return self.type.model_validate_json(MSGSPEC.encoder.encode(data))  # type: ignore[attr-defined]
+            return self.type.model_validate_json(ENCODER.encode(data))  # type: ignore[attr-defined]
         except Exception as error:  # ValidationError, or whatever a validator raised
             raise Misfit(_validation_problems(error)) from error
 
