@@ -333,16 +333,18 @@ class _MsgspecModel(SessionModel):
             return None
 
     def reread(self, data: bytes) -> Any:
-        try:
-            return self.wrap(self.decoder.decode(data))
-        except RecursionError:
-            raise
-        except Exception as error:
-            raise Misfit(self.problem(error)) from None
+        return self.converted(self.decoder.decode, data)
 
     def build(self, data: dict[str, Any]) -> Any:
+        return self.converted(
+            lambda value: msgspec.convert(value, self.annotation, str_keys=True), data
+        )
+
+    def converted(self, convert: Callable[[Any], Any], data: Any) -> Any:
+        """The session that ``convert(data)`` makes; raise Misfit, naming the field and
+        quoting no value, for anything it raises but running out of stack."""
         try:
-            return self.wrap(msgspec.convert(data, self.annotation, str_keys=True))
+            return self.wrap(convert(data))
         except RecursionError:
             raise
         except Exception as error:
