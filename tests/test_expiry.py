@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -55,6 +56,24 @@ def test_a_read_does_not_extend_the_session(storage: Any) -> None:
     assert peek(manager) == 1  # read only: nothing written, the expiry stays
     time.sleep(TTL * 0.6)
     assert peek(manager) == 0
+
+
+@pytest.mark.parametrize("in_thread", [False, True], ids=["main thread", "worker thread"])
+def test_a_session_saved_without_ttl_after_one_with_ttl_no_longer_expires(
+    storage: Any, in_thread: bool
+) -> None:
+    def save_without_ttl() -> None:
+        bump(with_session(initial=lambda: {"count": 0}, storage=storage))
+
+    bump(counter(storage))
+    if in_thread:  # DiskStorage writes through another statement there
+        worker = threading.Thread(target=save_without_ttl)
+        worker.start()
+        worker.join()
+    else:
+        save_without_ttl()
+    time.sleep(TTL + 0.3)
+    assert storage.read("session:1") == b'{"count":2}'
 
 
 def test_ttl_takes_a_timedelta() -> None:

@@ -41,11 +41,11 @@ logger = logging.getLogger("tgsession")
 _LOCK_AND_LOAD = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
         or redis.call('GET', KEYS[1]) == ARGV[1] then
-    local kind = redis.call('TYPE', KEYS[2])['ok']
-    if kind ~= 'string' and kind ~= 'none' then
-        return {-1, kind}
+    local entry = redis.pcall('GET', KEYS[2])
+    if type(entry) == 'table' and entry['err'] then  -- WRONGTYPE: not a string
+        return {-1, redis.call('TYPE', KEYS[2])['ok']}
     end
-    return redis.call('GET', KEYS[2])
+    return entry
 end
 local left = redis.call('PTTL', KEYS[1])
 if left == -1 then
