@@ -21,7 +21,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cases, isolation
+from benchmarks import cases, command, isolation
 from benchmarks.report import chart, print_report, targets
 
 FULL = dict(
@@ -78,6 +78,9 @@ def run(config: cases.Config) -> dict[str, Any]:
             "latency flooded ms": isolation.latency(2_000, 40, config.threads),
             "update ms": isolation.HANDLER_SECONDS * 1000,
         }
+        sessions = config.sizes[1]
+        print(f"... the tgsession command, {sessions:,} sessions", file=sys.stderr, flush=True)
+        results["command"] = {"sessions": sessions, **command.measure(sessions, config.redis_url)}
         print("... peak memory", file=sys.stderr, flush=True)
         results["rss_kib"] = cases.peak_rss(config, directories)
     finally:

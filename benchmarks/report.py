@@ -186,6 +186,14 @@ def print_report(results: dict[str, Any]) -> None:
     for size, kib in results["rss_kib"].items():
         print(f"{size:>12,} sessions {kib / 1024:>8.1f} MiB ({kib / smallest:.2f}x)")
 
+    command = results.get("command")
+    if command:
+        print(f"\nThe tgsession command on {command['sessions']:,} sessions, each a process\n")
+        for name, value in command.items():
+            if name != "sessions":
+                unit = "sessions/s" if name.endswith("per s") else ""
+                print(f"{name:<28}{value:>12,.1f} {unit}")
+
     print("\nTargets\n")
     for target in results["targets"]:
         mark = "met " if target["met"] else "MISS"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 import types
 from contextlib import ExitStack
 from typing import Any
 
 import pytest
 
-from tgsession import MemoryStorage, SessionDecodeError, SessionError, with_session
+from tgsession import DiskStorage, MemoryStorage, SessionDecodeError, SessionError, with_session
 
 from conftest import RecordingStorage, redis_storage
 
@@ -127,4 +128,47 @@ def test_a_foreign_redis_value_is_reported_to_on_error_and_can_be_deleted() -> N
         good = dict(manager.items(on_error=lambda key, error: bad.setdefault(key, error)))
         assert good == {"0": {"n": 0}}
         assert isinstance(bad["1"], SessionDecodeError) and "a Redis hash" in str(bad["1"])
+        errors: list[str] = []
+        listed = list(storage.entries("session:", on_error=lambda key, _: errors.append(key)))
+        assert [entry.key for entry in listed] == ["session:0"] and errors == ["session:1"]
         assert manager.delete(1) is True
+
+
+def test_entries_stream_the_bytes_and_expiry_of_each_session(storage: Any) -> None:
+    storage.write("session:1", b'{"a":1}')
+    storage.write("session:2", b'{"b":2}', ttl=3600)
+    storage.write("session:3", b"{}", ttl=0.05)
+    storage.write("sessions:1", b"{}")  # another prefix
+    time.sleep(0.2)
+    found = {entry.key: entry for entry in storage.entries("session:")}
+    assert sorted(found) == ["session:1", "session:2"]  # the expired one is left out
+    assert found["session:1"].data == b'{"a":1}' and found["session:1"].expires is None
+    expires = found["session:2"].expires
+    assert expires is not None and abs(expires - (time.time() + 3600)) < 5
+    assert storage.expiry("session:2") == pytest.approx(expires, abs=0.1)
+    assert storage.expiry("session:1") is None and storage.expiry("session:404") is None
+
+
+def test_disk_listings_page_through_any_number_of_keys_in_order(disk: DiskStorage) -> None:
+    names = [f"session:{n:05}" for n in range(2_500)]
+    edge = ["session", "session;", "session:\U0010ffff", "session\U0010ffff", "t"]
+    for name in names + edge:
+        disk.write(name, b"{}")
+    assert list(disk.keys("session:")) == [*names, "session:\U0010ffff"]
+    assert [entry.key for entry in disk.entries("session:")] == [*names, "session:\U0010ffff"]
+    assert list(disk.keys("session\U0010ffff")) == ["session\U0010ffff"]
+    assert len(list(disk.keys(""))) == len(names) + len(edge)
+
+
+def test_entries_report_a_foreign_disk_row_to_on_error(disk: DiskStorage) -> None:
+    import diskcache
+
+    disk.write("session:1", b"{}")
+    with diskcache.Cache(disk.directory) as cache:
+        cache.set("session:2", {"pickled": True})
+    errors: list[tuple[str, str]] = []
+    listed = list(disk.entries("session:", on_error=lambda k, e: errors.append((k, str(e)))))
+    assert [entry.key for entry in listed] == ["session:1"]
+    assert errors[0][0] == "session:2" and "a pickled object" in errors[0][1]
+    with pytest.raises(SessionDecodeError, match="'session:2'"):
+        list(disk.entries("session:"))

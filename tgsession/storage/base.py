@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from ..errors import SessionError
 
 
 @runtime_checkable
@@ -45,4 +48,37 @@ class ListableStorage(Storage, Protocol):
 
     def keys(self, prefix: str) -> Iterator[str]:
         """Yield every stored key that starts with ``prefix``, without loading them all."""
+        ...
+
+
+class StoredEntry(NamedTuple):
+    """A stored session as an export holds it."""
+
+    key: str
+    data: bytes
+    expires: float | None  # when it expires, a time.time() value; None: never
+
+
+@runtime_checkable
+class ExportableStorage(ListableStorage, Protocol):
+    """A storage that can also stream its sessions with their expiry, which the ``tgsession``
+    command needs (DiskStorage, RedisStorage and MemoryStorage are)."""
+
+    def write(self, key: str, data: bytes, ttl: float | None = None) -> None:
+        """Store ``data`` under ``key``, for ``ttl`` seconds if given."""
+        ...
+
+    def entries(
+        self, prefix: str, on_error: Callable[[str, SessionError], object] | None = None
+    ) -> Iterator[StoredEntry]:
+        """Yield every stored session whose key starts with ``prefix``, streaming.
+
+        An entry that is not session bytes raises its SessionDecodeError, unless
+        ``on_error`` is given: it is then called with the key and the error, and the listing
+        goes on.
+        """
+        ...
+
+    def expiry(self, key: str) -> float | None:
+        """When ``key`` expires (a time.time() value); None if it never does or is absent."""
         ...

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from ._locking import KeyedLocks, KeyHold, reset_in_children
+from .base import StoredEntry
+
+if TYPE_CHECKING:
+    from ..errors import SessionError
 
 
 class MemoryStorage:
@@ -72,6 +77,23 @@ class MemoryStorage:
         return (
             key for key in list(self._data) if key.startswith(prefix) and not self._expired(key)
         )
+
+    def entries(
+        self, prefix: str, on_error: Callable[[str, SessionError], object] | None = None
+    ) -> Iterator[StoredEntry]:
+        """Yield every stored session whose key starts with ``prefix``, with its bytes and
+        expiry (every entry is session bytes here: ``on_error`` is never called)."""
+        offset = time.time() - time.monotonic()
+        for key in self.keys(prefix):
+            with self._guard:
+                data, deadline = self._data.get(key), self._deadlines.get(key)
+            if data is not None:
+                yield StoredEntry(key, data, None if deadline is None else deadline + offset)
+
+    def expiry(self, key: str) -> float | None:
+        """When ``key`` expires (a time.time() value); None if it never does or is absent."""
+        deadline = self._deadlines.get(key)
+        return None if deadline is None else deadline + time.time() - time.monotonic()
 
     def lock(self, key: str) -> KeyHold:
         """Hold the lock of ``key`` against the other threads of this process."""

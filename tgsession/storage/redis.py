@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
@@ -30,6 +30,7 @@ from ..errors import (
     describe,
 )
 from ._locking import Backoff, KeyedLocks, lock_timeout, reset_in_children
+from .base import StoredEntry
 
 logger = logging.getLogger("tgsession")
 
@@ -311,10 +312,61 @@ class RedisStorage:
 
     def keys(self, prefix: str) -> Iterator[str]:
         """Yield every stored key that starts with ``prefix``, with SCAN (no blocking)."""
-        start = self.data_key("")[:-1]  # "{prefix}data:{"
-        pattern = glob_escape(start + prefix) + "*"
-        for found in self.client.scan_iter(match=pattern, count=1000):
-            yield found.decode()[len(start) : -1]
+        start = len(self.data_key("")) - 1  # "{prefix}data:{"
+        for found in self._scan(prefix):
+            yield found.decode()[start:-1]
+
+    def _scan(self, prefix: str) -> Iterator[bytes]:
+        """The Redis keys of the entries whose key starts with ``prefix``."""
+        pattern = glob_escape(self.data_key("")[:-1] + prefix) + "*"
+        return self.client.scan_iter(match=pattern, count=1000)
+
+    def entries(
+        self, prefix: str, on_error: Callable[[str, SessionError], object] | None = None
+    ) -> Iterator[StoredEntry]:
+        """Yield every stored session whose key starts with ``prefix``, with its bytes and
+        expiry, 1,000 at a time (one round trip per page).
+
+        An entry of another Redis type raises its SessionDecodeError, unless ``on_error`` is
+        given: it is then called with the key and the error, and the listing goes on. As with
+        keys(), SCAN may yield an entry twice while Redis resizes its tables.
+        """
+        page: list[bytes] = []
+        for found in self._scan(prefix):
+            page.append(found)
+            if len(page) == 1000:
+                yield from self._fetch(page, on_error)
+                page = []
+        yield from self._fetch(page, on_error)
+
+    def _fetch(
+        self, names: list[bytes], on_error: Callable[[str, SessionError], object] | None
+    ) -> Iterator[StoredEntry]:
+        if not names:
+            return
+        pipeline = self.client.pipeline(transaction=True)  # each value with its own expiry
+        for name in names:
+            pipeline.get(name)
+            pipeline.pttl(name)
+        replies = pipeline.execute(raise_on_error=False)
+        now = time.time()
+        start = len(self.data_key("")) - 1
+        for index, name in enumerate(names):
+            key = name.decode()[start:-1]
+            value, left = replies[2 * index], replies[2 * index + 1]
+            if isinstance(value, redis.ResponseError):  # WRONGTYPE: a hash or list
+                kind = self.client.type(name).decode()  # type: ignore[union-attr]
+                error = self._refusal(key, f"TGSESSION_NOT_BYTES {kind}")
+                if on_error is None:
+                    raise error
+                on_error(key, error)  # type: ignore[arg-type]
+            elif value is not None:  # None: deleted meanwhile
+                yield StoredEntry(key, value, None if left < 0 else now + left / 1000)
+
+    def expiry(self, key: str) -> float | None:
+        """When ``key`` expires (a time.time() value); None if it never does or is absent."""
+        left = self.client.pttl(self.data_key(key))
+        return None if left < 0 else time.time() + left / 1000
 
     def lock(self, key: str) -> _RedisLock:
         """Hold the lock of ``key`` against every process using this Redis and prefix."""

@@ -1,0 +1,625 @@
+"""The tgsession command, run as a real process on real directories and the real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import pty
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tgsession import DiskStorage, SessionLockTimeout, with_session
+from tgsession.codec import JSONCodec
+
+from conftest import child_env, redis_storage, redis_url
+
+CODEC = JSONCodec()
+
+
+def tgsession(
+    *args: str, input: bytes | None = None, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m tgsession ARGS`` and return what it did (any exit code)."""
+    return subprocess.run(
+        [sys.executable, "-m", "tgsession", *args],
+        input=input,
+        capture_output=True,
+        cwd=cwd,
+        env=child_env(**env),
+        timeout=600,
+    )
+
+
+def out(result: subprocess.CompletedProcess[bytes]) -> str:
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[DiskStorage]:
+    """A DiskStorage with three user sessions and one chat session."""
+    storage = DiskStorage(tmp_path / "sessions")
+    for user in (1, 2, 3):
+        storage.write(f"session:{user}", CODEC.encode({"count": user, "name": "Ann"}))
+    storage.write("chat:-100", CODEC.encode({"members": [1, 2]}))
+    yield storage
+    storage.close()
+
+
+def at(storage: DiskStorage) -> list[str]:
+    return ["--store", storage.directory]
+
+
+# -- looking -----------------------------------------------------------------------------------
+
+
+def test_ls_lists_the_stored_sessions_one_key_per_line(store: DiskStorage) -> None:
+    assert out(tgsession(*at(store), "ls")).split() == [
+        "chat:-100",
+        "session:1",
+        "session:2",
+        "session:3",
+    ]
+
+
+def test_ls_takes_kinds_and_a_limit(store: DiskStorage) -> None:
+    assert out(tgsession(*at(store), "ls", "session", "--limit", "2")).split() == [
+        "session:1",
+        "session:2",
+    ]
+    assert out(tgsession("ls", "chat", *at(store))).split() == ["chat:-100"]  # store after
+
+
+def test_ls_long_shows_bytes_and_expiry(store: DiskStorage) -> None:
+    store.write("session:9", b'{"a":1}', ttl=3600)
+    lines = dict(
+        line.split("\t", 1) for line in out(tgsession(*at(store), "ls", "-l")).splitlines()
+    )
+    assert lines["session:1"] == f"{len(store.read('session:1') or b'')}\t-"
+    size, expires = lines["session:9"].split("\t")
+    assert size == "7" and expires.startswith(time.strftime("%Y-%m-%d", time.gmtime()))
+
+
+def test_the_store_comes_from_the_environment_when_not_given(store: DiskStorage) -> None:
+    listing = tgsession("ls", "chat", TGSESSION_STORE=store.directory)
+    assert out(listing).split() == ["chat:-100"]
+    listing = tgsession("ls", "chat", TGSESSION_DIR=store.directory)
+    assert out(listing).split() == ["chat:-100"]
+
+
+def test_show_prints_a_session_as_indented_json(store: DiskStorage) -> None:
+    shown = out(tgsession(*at(store), "show", "session:2"))
+    assert json.loads(shown) == {"count": 2, "name": "Ann"}
+    assert '\n  "count": 2' in shown
+    raw = tgsession(*at(store), "show", "--raw", "session:2")
+    assert raw.stdout == store.read("session:2")
+
+
+def test_show_of_a_missing_session_names_it_and_exits_1(store: DiskStorage) -> None:
+    result = tgsession(*at(store), "show", "session:404")
+    assert result.returncode == 1
+    assert result.stderr.decode() == (
+        "tgsession: no session 'session:404' in this store (see: tgsession ls)\n"
+    )
+
+
+def test_a_missing_store_directory_is_an_error_and_is_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    result = tgsession("--store", str(missing), "ls")
+    assert result.returncode == 1
+    assert f"no session store at {missing}" in result.stderr.decode()
+    assert not missing.exists()
+
+
+def test_wrong_usage_exits_2_with_a_usage_line(store: DiskStorage) -> None:
+    for args in (["frobnicate"], ["show"], ["ls", "--limit", "many"], []):
+        result = tgsession(*at(store), *args)
+        assert result.returncode == 2, args
+        assert b"usage: tgsession" in result.stderr
+
+
+def test_the_console_script_and_python_m_are_the_same_command(store: DiskStorage) -> None:
+    script = Path(sys.executable).with_name("tgsession")
+    assert script.exists(), "pip install -e . installs the console script"
+    result = subprocess.run(
+        [str(script), *at(store), "ls", "chat"], capture_output=True, env=child_env()
+    )
+    assert result.stdout.decode().split() == ["chat:-100"]
+
+
+def test_importing_tgsession_loads_nothing_of_the_command() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, tgsession; print(sorted(m for m in sys.modules "
+            "if m.startswith('tgsession.cli') or m == 'argparse'))",
+        ],
+        capture_output=True,
+        env=child_env(),
+        check=True,
+    )
+    assert result.stdout.decode().strip() == "[]"
+
+
+# -- changing ----------------------------------------------------------------------------------
+
+
+def test_rm_deletes_sessions_and_reports_a_missing_one_unless_forced(store: DiskStorage) -> None:
+    result = tgsession(*at(store), "rm", "session:1", "session:404", "session:2")
+    assert result.returncode == 1
+    assert result.stderr.decode() == "tgsession: cannot remove 'session:404': no such session\n"
+    assert store.read("session:1") is None and store.read("session:2") is None
+    assert out(tgsession(*at(store), "rm", "-f", "session:404", "session:3")) == ""
+    assert store.read("session:3") is None
+
+
+def test_purge_removes_expired_sessions_still_on_disk(store: DiskStorage) -> None:
+    store.write("session:8", b"{}", ttl=0.05)
+    store.write("session:9", b"{}", ttl=3600)
+    time.sleep(0.2)
+    assert out(tgsession(*at(store), "purge")) == "purged 1 expired session\n"
+    assert out(tgsession(*at(store), "purge")) == "purged 0 expired sessions\n"
+    assert store.read("session:9") == b"{}"
+
+
+# -- edit --------------------------------------------------------------------------------------
+
+# An $EDITOR for tests: a Python script that runs the steps given in its environment, one per
+# opening of the editor: "count+5" adds 5 to the session's count, "text:..." replaces the
+# whole file, "wait:PATH" says it is open (PATH.open) and waits for PATH.go first.
+EDITOR = textwrap.dedent(
+    """
+    import json, os, sys, time
+    path = sys.argv[1]
+    state = os.environ["EDIT_STATE"]
+    done = int(open(state).read()) if os.path.exists(state) else 0
+    step = os.environ["EDIT_STEPS"].split("|")[done]
+    open(state, "w").write(str(done + 1))
+    text = open(path).read()
+    with open(state + ".seen", "a") as seen:
+        seen.write(text + "\\n=====\\n")
+    if step.startswith("wait:"):
+        marker = step[5:]
+        open(marker + ".open", "w").close()
+        while not os.path.exists(marker + ".go"):
+            time.sleep(0.02)
+        step = "count+5"
+    if step.startswith("count+"):
+        body = "".join(l for l in text.splitlines(True) if not l.startswith("//"))
+        session = json.loads(body)
+        session["count"] += int(step[6:])
+        text = json.dumps(session, indent=2)
+    elif step.startswith("text:"):
+        text = step[5:]
+    elif step == "fail":
+        sys.exit(3)
+    open(path, "w").write(text)
+    """
+)
+
+
+def editing(tmp_path: Path, *steps: str) -> dict[str, str]:
+    script = tmp_path / "editor.py"
+    script.write_text(EDITOR)
+    return {
+        "EDITOR": f"{sys.executable} {script}",
+        "VISUAL": "",
+        "EDIT_STATE": str(tmp_path / "edits"),
+        "EDIT_STEPS": "|".join(steps),
+    }
+
+
+def test_edit_saves_the_session_as_edited(store: DiskStorage, tmp_path: Path) -> None:
+    result = tgsession(*at(store), "edit", "session:2", **editing(tmp_path, "count+5"))
+    assert out(result) == "saved session 'session:2'\n"
+    assert store.read("session:2") == b'{"count":7,"name":"Ann"}'
+
+
+def test_edit_holds_the_session_locked_so_the_bot_waits(store: DiskStorage, tmp_path: Path) -> None:
+    marker = tmp_path / "editor"
+    editor = subprocess.Popen(
+        [sys.executable, "-m", "tgsession", *at(store), "edit", "session:2"],
+        env=child_env(**editing(tmp_path, f"wait:{marker}")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not Path(f"{marker}.open").exists():
+            assert editor.poll() is None, editor.communicate()
+            assert time.monotonic() < deadline, "the editor never opened"
+            time.sleep(0.02)
+        bot = with_session(
+            initial=lambda: {"count": 0},
+            storage=DiskStorage(store.directory, lock_timeout=0.3),
+            get_session_key=lambda user: user,
+        )
+        with pytest.raises(SessionLockTimeout), bot.open(2):
+            pass
+        with bot.open(3) as other:  # other users are not held up
+            assert other["count"] == 3
+        Path(f"{marker}.go").touch()
+        assert editor.wait(60) == 0
+        with bot.open(2) as session:
+            assert session["count"] == 7
+    finally:
+        editor.kill()
+        editor.communicate()
+
+
+def test_edit_reopens_the_editor_with_the_error_then_saves_the_fix(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    env = editing(tmp_path, 'text:{"count": 5,', 'text:["a list"]', 'text:{"count": 6}')
+    result = tgsession(*at(store), "edit", "session:1", **env)
+    assert out(result) == "saved session 'session:1'\n"
+    assert store.read("session:1") == b'{"count":6}'
+    seen = (tmp_path / "edits.seen").read_text().split("=====\n")
+    assert "// ERROR: not JSON" in seen[1] and '{"count": 5,' in seen[1]
+    assert "// ERROR: a session is a JSON object ({...}), not a list" in seen[2]
+
+
+@pytest.mark.parametrize(
+    ("steps", "said"),
+    [
+        (["text:"], "aborted: the text was emptied; session 'session:1' is unchanged"),
+        (["fail"], "the editor exited with status 3; session 'session:1' is unchanged"),
+        (["text:{", "text:{"], "aborted: the same error again; session 'session:1' is unchanged"),
+    ],
+    ids=["emptied", "editor failed", "same error twice"],
+)
+def test_edit_aborts_leaving_the_session_untouched(
+    store: DiskStorage, tmp_path: Path, steps: list[str], said: str
+) -> None:
+    before = store.read("session:1")
+    result = tgsession(*at(store), "edit", "session:1", **editing(tmp_path, *steps))
+    assert result.returncode == 1
+    assert said in (result.stdout + result.stderr).decode()
+    assert store.read("session:1") == before
+
+
+def test_edit_without_a_change_saves_nothing(store: DiskStorage, tmp_path: Path) -> None:
+    result = tgsession(*at(store), "edit", "session:1", **editing(tmp_path, "count+0"))
+    assert out(result) == "session 'session:1' is unchanged\n"
+
+
+def test_edit_keeps_the_expiry_the_session_had(store: DiskStorage, tmp_path: Path) -> None:
+    store.write("session:5", b'{"count":1}', ttl=3600)
+    before = store.expiry("session:5")
+    out(tgsession(*at(store), "edit", "session:5", **editing(tmp_path, "count+1")))
+    assert store.read("session:5") == b'{"count":2}'
+    assert before is not None and abs((store.expiry("session:5") or 0) - before) < 1
+
+
+BOT_MODULE = """
+from dataclasses import dataclass, field
+from datetime import date
+from tgsession import DiskStorage, with_session
+
+@dataclass
+class Profile:
+    count: int = 0
+    name: str = ""
+    born: date = field(default_factory=lambda: date(2000, 1, 1))
+
+profiles = with_session(initial=Profile, key="session", storage=DiskStorage({directory!r}))
+"""
+
+
+def test_edit_with_a_manager_checks_the_session_loads_as_its_type(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    (tmp_path / "mybot.py").write_text(BOT_MODULE.format(directory=store.directory))
+    env = editing(
+        tmp_path,
+        'text:{"count": "seven", "name": "Ann", "born": "2000-01-01"}',
+        'text:{"count": 7, "name": "Ann", "born": "2001-02-03"}',
+    )
+    result = tgsession(
+        *at(store), "edit", "session:1", "--manager", "mybot:profiles", cwd=tmp_path, **env
+    )
+    assert out(result) == "saved session 'session:1'\n"
+    assert store.read("session:1") == b'{"born":"2001-02-03","count":7,"name":"Ann"}'
+    seen = (tmp_path / "edits.seen").read_text().split("=====\n")
+    assert (
+        "// ERROR:" in seen[1]
+        and "count" in seen[1]
+        and "seven" not in seen[1].split("ERROR")[1].split("\n")[0]
+    )
+
+
+# -- export and import -------------------------------------------------------------------------
+
+CORPUS: dict[str, bytes] = {
+    "session:1": CODEC.encode({"count": 1, "text": "héllo \u2028 \x00 \U0001f600"}),
+    "session:2": CODEC.encode({"big": 2**80, "float": 1e20, "tiny": 5e-324, "deep": [[[[{}]]]]}),
+    "session:3": b'{"count":3}',
+    "chat:-100": b'{\n  "pretty": true\n}',  # JSON, but over several lines
+    "custom:1": b"\x82\xa5count\x03\xff",  # another codec's bytes (msgpack, say)
+    "state:1:1": CODEC.encode({"state": "Survey:age", "data": {}}),
+}
+
+
+def fill(storage: Any) -> None:
+    for key, data in CORPUS.items():
+        storage.write(key, data)
+    storage.write("session:ttl", b'{"count":9}', ttl=3600)
+
+
+def without_expiry(export: bytes) -> list[bytes]:
+    """The lines of an export, their expiry left out (Redis keeps it to the millisecond)."""
+    return [re.sub(rb'"expires":"[^"]*",', b"", line) for line in export.splitlines()]
+
+
+def test_export_then_import_gives_the_same_bytes_between_disk_and_redis(tmp_path: Path) -> None:
+    source = DiskStorage(tmp_path / "source")
+    fill(source)
+    exported = out(tgsession("--store", source.directory, "export")).encode()
+    assert exported.count(b"\n") == len(CORPUS) + 1
+    with redis_storage() as redis:
+        imported = tgsession(
+            "--store", redis_url(), "--prefix", redis.prefix, "import", input=exported
+        )
+        assert out(imported) == f"imported {len(CORPUS) + 1} sessions\n"
+        for key, data in CORPUS.items():
+            assert redis.read(key) == data, key
+        assert 3500 < (redis.expiry("session:ttl") or 0) - time.time() <= 3600
+        back = out(tgsession("--store", redis_url(), "--prefix", redis.prefix, "export")).encode()
+    target = tmp_path / "target"
+    target.mkdir()
+    out(tgsession("--store", str(target), "import", "-", input=back))
+    copy = DiskStorage(target)
+    for key, data in CORPUS.items():
+        assert copy.read(key) == data, key
+    again = out(tgsession("--store", str(target), "export")).encode()
+    assert without_expiry(again) == without_expiry(exported)  # the same lines, in order
+    assert abs((copy.expiry("session:ttl") or 0) - (source.expiry("session:ttl") or 0)) < 0.1
+    line = next(json.loads(x) for x in exported.splitlines() if b'"session:3"' in x)
+    assert line == {"key": "session:3", "value": {"count": 3}}
+
+
+def test_export_of_kinds_to_a_file(store: DiskStorage, tmp_path: Path) -> None:
+    target = tmp_path / "chat.jsonl"
+    assert out(tgsession(*at(store), "export", "chat", "-o", str(target))) == ""
+    assert target.read_bytes() == b'{"key":"chat:-100","value":{"members":[1,2]}}\n'
+
+
+def test_import_keeps_stored_sessions_unless_told_to_overwrite(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    lines = b'{"key":"session:1","value":{"count":100}}\n{"key":"session:7","value":{}}\n'
+    dry = tgsession(*at(store), "import", "--dry-run", input=lines)
+    assert out(dry) == "would import 1 session; kept 1 already stored (--overwrite replaces them)\n"
+    assert store.read("session:7") is None
+    assert out(tgsession(*at(store), "import", input=lines)).startswith("imported 1 session;")
+    assert store.read("session:1") == b'{"count":1,"name":"Ann"}'
+    assert out(tgsession(*at(store), "import", "--overwrite", input=lines)) == (
+        "imported 2 sessions\n"
+    )
+    assert store.read("session:1") == b'{"count":100}'
+
+
+def test_import_names_each_bad_line_goes_on_and_exits_1(store: DiskStorage) -> None:
+    lines = (
+        b'{"key":"session:5","value":{"a":1}}\n'
+        b"not json\n"
+        b'{"key":"session:6"}\n'
+        b'{"key":"session:7","value":{},"colour":"red"}\n'
+        b'{"key":"session:8","expires":"2020-01-01T00:00:00Z","value":{}}\n'
+        b'{"key":"session:9","value":{"b":2}}\n'
+    )
+    result = tgsession(*at(store), "import", input=lines)
+    assert result.returncode == 1
+    errors = result.stderr.decode().splitlines()
+    assert [e.split(":")[1] for e in errors] == [" line 2", " line 3", " line 4"]
+    assert "'session:6' needs exactly one of 'value' and 'base64'" in errors[1]
+    assert result.stdout.decode() == "imported 2 sessions; skipped 1 expired\n"
+    assert store.read("session:9") == b'{"b":2}' and store.read("session:8") is None
+
+
+def test_export_reports_a_foreign_row_by_key_and_goes_on(store: DiskStorage) -> None:
+    import diskcache
+
+    with diskcache.Cache(store.directory) as cache:
+        cache.set("session:pickled", {"a": 1})  # pickled by diskcache: never loaded
+    result = tgsession(*at(store), "export", "session")
+    assert result.returncode == 1
+    assert "skipped 'session:pickled'" in result.stderr.decode()
+    assert result.stdout.count(b"\n") == 3
+
+
+def test_export_into_a_closed_pipe_stops_quietly(store: DiskStorage) -> None:
+    command = f"{sys.executable} -m tgsession --store {store.directory} export | head -c 10"
+    result = subprocess.run(command, shell=True, capture_output=True, env=child_env())
+    assert result.returncode == 0 and result.stderr == b""
+
+
+# -- stats, migrate, states --------------------------------------------------------------------
+
+
+def test_stats_counts_sessions_bytes_and_expiring_ones_per_kind(store: DiskStorage) -> None:
+    store.write("session:9", b'{"big":"' + b"x" * 100 + b'"}', ttl=3600)
+    report = json.loads(out(tgsession(*at(store), "stats", "--json", "--top", "2")))
+    sizes = {f"session:{n}": len(store.read(f"session:{n}") or b"") for n in (1, 2, 3, 9)}
+    assert report["kinds"] == {
+        "chat": {"sessions": 1, "bytes": len(b'{"members":[1,2]}'), "expiring": 0},
+        "session": {"sessions": 4, "bytes": sum(sizes.values()), "expiring": 1},
+    }
+    assert report["largest"][0] == {"key": "session:9", "bytes": 110}
+    table = out(tgsession(*at(store), "stats"))
+    assert table.splitlines()[0].split() == ["kind", "sessions", "bytes", "expiring"]
+    assert table.splitlines()[3].split()[:2] == ["total", "5"]
+
+
+MIGRATING_BOT = """
+from tgsession import DiskStorage, with_session
+
+def split_name(session):
+    first, _, last = session.pop("name").partition(" ")
+    session.update(first=first, last=last)
+
+def count_to_visits(session):
+    session["visits"] = session.pop("count")
+
+sessions = with_session(
+    initial=lambda: {{"visits": 0, "first": "", "last": ""}},
+    storage=DiskStorage({directory!r}),
+    version=3,
+    migrations={{2: split_name, 3: count_to_visits}},
+)
+"""
+
+
+def test_migrate_brings_every_session_to_the_current_version(tmp_path: Path) -> None:
+    storage = DiskStorage(tmp_path / "sessions")
+    storage.write("session:1", b'{"count":1,"name":"Ann Lee"}')
+    storage.write("session:2", b'{"$v":2,"count":2,"first":"Bo","last":""}')
+    storage.write("session:3", b'{"$v":3,"first":"Cy","last":"","visits":3}')
+    storage.write("session:4", b'{"count":4}')  # no name: its migration raises
+    storage.write("chat:1", b'{"count":1}')  # another kind: left alone
+    (tmp_path / "mybot.py").write_text(MIGRATING_BOT.format(directory=storage.directory))
+    dry = tgsession("migrate", "--manager", "mybot:sessions", "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 1
+    assert dry.stdout.decode() == (
+        "would migrate 2 sessions to version 3 (1 from version 1, 1 from version 2); "
+        "1 already at version 3\n"
+    )
+    assert "session 'session:4' was not migrated" in dry.stderr.decode()
+    assert storage.read("session:1") == b'{"count":1,"name":"Ann Lee"}'
+    done = tgsession("migrate", "--manager", "mybot:sessions", cwd=tmp_path)
+    assert done.stdout.decode().startswith("migrated 2 sessions to version 3")
+    assert storage.read("session:1") == b'{"$v":3,"first":"Ann","last":"Lee","visits":1}'
+    assert storage.read("session:2") == b'{"$v":3,"first":"Bo","last":"","visits":2}'
+    assert storage.read("session:4") == b'{"count":4}'
+    assert storage.read("chat:1") == b'{"count":1}'
+    again = tgsession("migrate", "--manager", "mybot:sessions", cwd=tmp_path)
+    assert again.stdout.decode() == "migrated 0 sessions to version 3; 3 already at version 3\n"
+
+
+def test_import_states_copies_telebot_states_from_a_pickle_file(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    states = {"telebot:5:7": {"state": "Survey:age", "data": {"name": "Ann"}}}
+    path = tmp_path / "states.pkl"
+    path.write_bytes(pickle.dumps(states))
+    result = tgsession(*at(store), "import-states", "--from-pickle", str(path))
+    assert out(result) == "imported 1 telebot state\n"
+    assert json.loads(store.read("state:5:7") or b"") == {
+        "state": "Survey:age",
+        "data": {"name": "Ann"},
+    }
+
+
+# -- long work ---------------------------------------------------------------------------------
+
+
+def test_progress_is_drawn_on_a_terminal_and_never_in_a_pipe(store: DiskStorage) -> None:
+    piped = tgsession(*at(store), "export")
+    assert piped.stderr == b""
+    controller, terminal = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "tgsession", *at(store), "export"],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            env=child_env(),
+        )
+        os.close(terminal)
+        terminal = -1
+        shown = os.read(controller, 4096).decode()
+    finally:
+        if terminal != -1:
+            os.close(terminal)
+        os.close(controller)
+    assert result.returncode == 0
+    assert "exported 4 sessions" in shown
+
+
+# The command as its console script runs it, reporting at exit the peak memory of its own
+# process image (a child's ru_maxrss would count the pages it shared with pytest before exec).
+RUN_AND_REPORT = """
+import atexit, runpy, sys
+def report():
+    peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    sys.stderr.write("\\n" + peak)
+atexit.register(report)
+sys.argv[0] = "tgsession"
+runpy.run_module("tgsession", run_name="__main__")
+"""
+
+
+def peak_rss_kib(*args: str, input_path: Path | None = None) -> int:
+    """Run the command with ``args`` (stdin from ``input_path``); return its peak resident
+    memory in KiB."""
+    with open(input_path or os.devnull, "rb") as stdin:
+        result = subprocess.run(
+            [sys.executable, "-c", RUN_AND_REPORT, *args],
+            stdin=stdin,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=child_env(),
+        )
+    errors, _, peak = result.stderr.decode().rpartition("\nVmHWM:")
+    assert result.returncode == 0, errors
+    return int(peak.split()[0])
+
+
+def _fill_disk(directory: Path, count: int) -> None:
+    import diskcache
+
+    from tgsession.storage.disk import CACHE_SETTINGS
+
+    with diskcache.Cache(directory, **CACHE_SETTINGS) as cache, cache.transact():
+        for user in range(count):
+            cache.set(f"session:{user}", CODEC.encode({"count": user, "name": "Ann"}))
+
+
+@pytest.mark.parametrize("kind", ["disk", "redis"])
+def test_export_and_import_of_100000_sessions_stream_in_constant_memory(
+    tmp_path: Path, kind: str
+) -> None:
+    """Peak memory of export and import at 100,000 sessions against 1,000: no more than a
+    few MiB apart, where holding every session would take tens of MiB."""
+    peaks: dict[int, tuple[int, int]] = {}
+    for count in (1_000, 100_000):
+        export = tmp_path / f"{count}.jsonl"
+        if kind == "disk":
+            source = tmp_path / f"source-{count}"
+            _fill_disk(source, count)
+            target = tmp_path / f"target-{count}"
+            target.mkdir()
+            source_args, target_args = ["--store", str(source)], ["--store", str(target)]
+            exported = peak_rss_kib(*source_args, "export", "-o", str(export))
+            imported = peak_rss_kib(*target_args, "import", input_path=export)
+            assert export.read_bytes().count(b"\n") == count
+            copy = DiskStorage(target)
+            assert copy.read(f"session:{count - 1}") == CODEC.encode(
+                {"count": count - 1, "name": "Ann"}
+            )
+            copy.close()
+        else:
+            source_dir = tmp_path / f"source-{count}"
+            _fill_disk(source_dir, count)
+            out(tgsession("--store", str(source_dir), "export", "-o", str(export)))
+            with redis_storage() as redis:
+                target_args = ["--store", redis_url(), "--prefix", redis.prefix]
+                imported = peak_rss_kib(*target_args, "import", input_path=export)
+                back = tmp_path / f"back-{count}.jsonl"
+                exported = peak_rss_kib(*target_args, "export", "-o", str(back))
+                assert sorted(back.read_bytes().splitlines()) == sorted(
+                    export.read_bytes().splitlines()
+                )
+        peaks[count] = (exported, imported)
+    (small_export, small_import), (large_export, large_import) = peaks[1_000], peaks[100_000]
+    assert large_export - small_export < 8 * 1024, peaks
+    assert large_import - small_import < 8 * 1024, peaks
