@@ -17,7 +17,6 @@ import pytest
 import telebot
 
 from tgsession import DiskStorage, MemoryStorage
-from tgsession.testing import FakeBotAPI
 
 REPO = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TGSESSION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -188,13 +187,6 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     else:
         with redis_storage() as redis:
             yield redis
-
-
-@pytest.fixture
-def bot_api() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI() as api:
-        api.install()
-        yield api
 
 
 @contextmanager

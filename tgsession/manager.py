@@ -119,10 +119,10 @@ class SessionManager(Generic[S]):
     @property
     def storage(self) -> Storage:
         """The storage of these sessions (the process-wide default DiskStorage if none given)."""
+        # The default is looked up each time, not kept: a test that points $TGSESSION_DIR
+        # elsewhere (forget_default_storage) moves every manager that uses it.
         storage = self._storage
-        if storage is None:
-            storage = self._storage = default_storage()
-        return storage
+        return default_storage() if storage is None else storage
 
     def entry_key(self, session_key: SessionKey) -> str:
         """Return the storage key of the session with ``session_key``."""

@@ -801,8 +801,22 @@ def default_storage() -> DiskStorage:
     the directory the bot was started from.
     """
     global _default
+    default = _default
+    if default is not None:  # without the lock: every session of a default manager asks
+        return default
     with _directories_guard:
         if _default is None:
             _default = DiskStorage(os.environ.get("TGSESSION_DIR", ".tgsession"))
             logger.info("sessions are stored in %s", _default.directory)
         return _default
+
+
+def forget_default_storage() -> None:
+    """Close the default DiskStorage: the next session of a manager without a storage opens
+    ``$TGSESSION_DIR`` afresh (for tests that run bots one after another). Call it only when
+    no session of the default storage is held."""
+    global _default
+    with _directories_guard:
+        default, _default = _default, None
+    if default is not None:
+        default.close()

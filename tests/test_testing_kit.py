@@ -1,0 +1,419 @@
+"""The testing kit: the Bot API stand-in, running a bot against it, the pytest plugin, chat."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import telebot
+from telebot.apihelper import ApiTelegramException
+
+from tgsession import DiskStorage
+from tgsession.testing import FakeBotAPI, HandlerError
+
+from conftest import REPO, child_env
+
+
+def test_get_me_and_send_message_through_telebot(bot_api: FakeBotAPI) -> None:
+    bot = telebot.TeleBot(bot_api.token)
+    assert bot.get_me().username == "tgsession_test_bot"
+    sent = bot.send_message(42, "hello")
+    assert sent.text == "hello" and sent.chat.id == 42
+    assert bot_api.calls() == [{"method": "sendMessage", "chat_id": "42", "text": "hello"}]
+
+
+def test_get_updates_confirms_by_offset(bot_api: FakeBotAPI) -> None:
+    bot = telebot.TeleBot(bot_api.token)
+    first = bot_api.push_message(user_id=1, text="a")
+    bot_api.push_message(user_id=1, text="b")
+    assert [u.message.text for u in bot.get_updates()] == ["a", "b"]
+    assert [u.message.text for u in bot.get_updates(offset=first["update_id"] + 1)] == ["b"]
+    assert bot_api.pending_updates == 1
+
+
+def test_unknown_method_is_a_clear_api_error(bot_api: FakeBotAPI) -> None:
+    bot = telebot.TeleBot(bot_api.token)
+    with pytest.raises(ApiTelegramException, match="not served by the stand-in"):
+        bot.send_dice(1)
+
+
+def test_wrong_token_is_unauthorized(bot_api: FakeBotAPI) -> None:
+    with pytest.raises(ApiTelegramException, match="Unauthorized"):
+        telebot.TeleBot("1:wrong").get_me()
+
+
+def test_wait_for_calls_times_out_clearly(bot_api: FakeBotAPI) -> None:
+    with pytest.raises(TimeoutError, match="0 of 1 sendMessage"):
+        bot_api.wait_for_calls(1, timeout=0.1)
+
+
+def test_stop_restores_telebots_api_url() -> None:
+    before = telebot.apihelper.API_URL
+    with FakeBotAPI() as api:
+        api.install()
+        assert telebot.apihelper.API_URL == api.api_url
+    assert telebot.apihelper.API_URL == before
+
+
+# -- running a bot, waiting for it, reading what it did ---------------------------------------
+
+
+def slow_echo_bot(delay: float = 0.3) -> telebot.TeleBot:
+    bot = telebot.TeleBot(FakeBotAPI.token, threaded=True, num_threads=4)
+
+    @bot.message_handler(func=lambda message: True)
+    def echo(message: Any) -> None:
+        time.sleep(delay)  # longer than any silence wait_idle would take for the end
+        if message.text == "boom":
+            raise RuntimeError("the handler failed")
+        bot.send_message(message.chat.id, f"echo: {message.text}")
+
+    return bot
+
+
+def test_wait_idle_waits_for_handlers_still_running(bot_api: FakeBotAPI, run_bot: Any) -> None:
+    bot = run_bot(slow_echo_bot())
+    bot_api.push_message(user_id=1, text="a")
+    bot_api.push_message(user_id=2, text="b")
+    bot.wait_idle()
+    assert bot_api.transcript(1) == ["user 1: a", "bot: echo: a"]
+    assert bot_api.transcript(2) == ["user 2: b", "bot: echo: b"]
+
+
+def test_wait_idle_raises_what_a_handler_raised(bot_api: FakeBotAPI, run_bot: Any) -> None:
+    bot = run_bot(slow_echo_bot(0))
+    bot_api.push_message(user_id=1, text="boom")
+    with pytest.raises(HandlerError, match="RuntimeError: the handler failed") as raised:
+        bot.wait_idle()
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    bot_api.push_message(user_id=1, text="fine")
+    bot.wait_idle()  # reported once
+    assert bot_api.transcript(1)[-1] == "bot: echo: fine"
+
+
+def test_transcripts_are_per_chat_and_show_groups_and_edits(
+    bot_api: FakeBotAPI, run_bot: Any
+) -> None:
+    bot = telebot.TeleBot(FakeBotAPI.token)
+
+    @bot.message_handler(commands=["poll"])
+    def poll(message: Any) -> None:
+        keyboard = telebot.types.InlineKeyboardMarkup()
+        keyboard.row(
+            telebot.types.InlineKeyboardButton("Yes", callback_data="yes"),
+            telebot.types.InlineKeyboardButton("No", callback_data="no"),
+        )
+        bot.send_message(message.chat.id, "Coffee?", reply_markup=keyboard)
+
+    @bot.callback_query_handler(func=lambda call: True)
+    def vote(call: Any) -> None:
+        bot.answer_callback_query(call.id, f"{call.from_user.first_name} said {call.data}")
+        bot.edit_message_text(f"Voted {call.data}", call.message.chat.id, call.message.id)
+
+    runner = run_bot(bot)
+    bot_api.push_message(user_id=5, text="/poll", chat_id=-100)
+    runner.wait_idle()
+    sent = bot_api.chat_messages(-100)[-1]
+    press = bot_api.push_callback(7, "no", chat_id=-100, message_id=sent["message_id"])
+    runner.wait_idle()
+    assert bot_api.transcript(-100) == [
+        "user 5: /poll",
+        "bot: Coffee? [Yes | No]",
+        "user 7 pressed 'no'",
+        "bot answered user 7: 'User said no'",
+        f"bot edited #{sent['message_id']}: Voted no",
+    ]
+    assert bot_api.transcript(5) == [] and bot_api.transcript(7) == []
+    assert bot_api.query(press).answer == {"callback_query_id": "1", "text": "User said no"}
+    assert bot_api.chat_messages(-100)[-1]["text"] == "Voted no"
+
+
+def test_callback_answers_are_tied_to_the_user_and_query(bot_api: FakeBotAPI, run_bot: Any) -> None:
+    bot = telebot.TeleBot(FakeBotAPI.token, threaded=True, num_threads=4)
+
+    @bot.callback_query_handler(func=lambda call: True)
+    def answer(call: Any) -> None:
+        time.sleep(0.05 * (call.from_user.id % 3))  # answered out of order
+        bot.answer_callback_query(call.id, f"hi {call.from_user.id}, {call.data}")
+
+    runner = run_bot(bot)
+    presses = {user: bot_api.push_callback(user, f"button {user}") for user in (1, 2, 3)}
+    runner.wait_idle()
+    for user, press in presses.items():
+        query = bot_api.query(press)
+        assert query.user_id == user and query.answer is not None
+        assert query.answer["text"] == f"hi {user}, button {user}"
+    assert bot_api.transcript(2)[-1] == "bot answered user 2: 'hi 2, button 2'"
+
+
+def test_a_second_answer_to_one_query_is_refused_as_telegram_does(bot_api: FakeBotAPI) -> None:
+    bot = telebot.TeleBot(bot_api.token)
+    press = bot_api.push_callback(1, "x")
+    query_id = press["callback_query"]["id"]
+    bot.answer_callback_query(query_id, "first")
+    with pytest.raises(ApiTelegramException, match="query is too old"):
+        bot.answer_callback_query(query_id, "second")
+    assert bot_api.query(query_id).answer == {"callback_query_id": query_id, "text": "first"}
+
+
+def test_inline_queries_and_their_answers(bot_api: FakeBotAPI, run_bot: Any) -> None:
+    bot = telebot.TeleBot(FakeBotAPI.token)
+
+    @bot.inline_handler(func=lambda query: True)
+    def search(query: Any) -> None:
+        result = telebot.types.InlineQueryResultArticle(
+            "1", query.query.upper(), telebot.types.InputTextMessageContent(query.query)
+        )
+        bot.answer_inline_query(query.id, [result])
+
+    runner = run_bot(bot)
+    pushed = bot_api.push_inline_query(4, "cats")
+    runner.wait_idle()
+    answer = bot_api.query(pushed).answer
+    assert answer is not None and json.loads(answer["results"])[0]["title"] == "CATS"
+
+
+def test_the_methods_bots_commonly_call_are_served_and_recorded(
+    bot_api: FakeBotAPI, tmp_path: Path
+) -> None:
+    bot = telebot.TeleBot(bot_api.token)
+    bot_api.push_message(user_id=9, text="hi", first_name="Ann")
+    picture = tmp_path / "cat.png"
+    picture.write_bytes(b"\x89PNG" + b"\0" * 100)
+    with open(picture, "rb") as upload:
+        photo = bot.send_photo(9, upload, caption="a cat")
+    assert photo.photo[0].file_id and photo.caption == "a cat"
+    bot.send_photo(9, photo.photo[0].file_id)
+    bot.send_document(9, "file-id-1", caption="the doc")
+    album = bot.send_media_group(
+        9,
+        [
+            telebot.types.InputMediaPhoto("p1", caption="one"),
+            telebot.types.InputMediaPhoto("p2"),
+        ],
+    )
+    assert [m.media_group_id for m in album] == [album[0].media_group_id] * 2
+    location = bot.send_location(9, 51.5, -0.12)
+    assert location.location.latitude == 51.5
+    bot.send_chat_action(9, "typing")
+    text = bot.send_message(9, "draft")
+    bot.edit_message_text("final", 9, text.message_id)
+    keyboard = telebot.types.InlineKeyboardMarkup()
+    keyboard.add(telebot.types.InlineKeyboardButton("Go", callback_data="go"))
+    bot.edit_message_reply_markup(9, text.message_id, reply_markup=keyboard)
+    bot.delete_message(9, location.message_id)
+    assert bot.get_chat(9).first_name == "Ann"
+    assert bot.get_chat_member(9, 9).status == "member"
+    for status in ("administrator", "creator", "restricted", "left", "kicked"):
+        bot_api.member_status[(9, 9)] = status
+        assert bot.get_chat_member(9, 9).status == status
+    assert bot_api.transcript(9) == [
+        "user 9: hi",
+        "bot sent photo: a cat",
+        "bot sent photo",
+        "bot sent document: the doc",
+        "bot sent media group (photo+photo): one",
+        "bot sent location: 51.5, -0.12",
+        "bot is typing",
+        "bot: draft",
+        f"bot edited #{text.message_id}: final",
+        f"bot edited the buttons of #{text.message_id}: [Go]",
+        f"bot deleted #{location.message_id}",
+    ]
+    upload_call = bot_api.calls("sendPhoto")[0]
+    assert upload_call["photo"] == {"filename": "cat.png", "size": 104}
+    assert [c["method"] for c in bot_api.calls(None)][-2:] == ["getChatMember"] * 2
+
+
+def test_edits_and_deletes_are_refused_as_telegram_refuses_them(bot_api: FakeBotAPI) -> None:
+    bot = telebot.TeleBot(bot_api.token)
+    sent = bot.send_message(3, "same")
+    with pytest.raises(ApiTelegramException, match="message is not modified"):
+        bot.edit_message_text("same", 3, sent.message_id)
+    with pytest.raises(ApiTelegramException, match="message to edit not found"):
+        bot.edit_message_text("other", 3, 999)
+    bot.delete_message(3, sent.message_id)
+    with pytest.raises(ApiTelegramException, match="message to delete not found"):
+        bot.delete_message(3, sent.message_id)
+    with pytest.raises(ApiTelegramException, match="chat not found"):
+        bot.get_chat(404)
+
+
+# -- webhook mode -----------------------------------------------------------------------------
+
+
+def test_webhook_mode_posts_updates_to_the_bots_own_webhook_server(
+    bot_api: FakeBotAPI, run_bot: Any
+) -> None:
+    bot = run_bot(slow_echo_bot(0.1), webhook=True)
+    info = telebot.TeleBot(bot_api.token).get_webhook_info()
+    assert info.url.startswith("http://127.0.0.1:")
+    with pytest.raises(ApiTelegramException, match="can't use getUpdates method while webhook"):
+        telebot.TeleBot(bot_api.token).get_updates()
+    for text in ("one", "two"):
+        bot_api.push_message(user_id=1, text=text)
+    bot.wait_idle()
+    assert sorted(bot_api.transcript(1)[2:]) == ["bot: echo: one", "bot: echo: two"]
+    assert bot_api.pending_updates == 0
+
+
+def test_a_webhook_outside_loopback_is_refused(bot_api: FakeBotAPI) -> None:
+    with pytest.raises(ApiTelegramException, match="loopback URLs only"):
+        telebot.TeleBot(bot_api.token).set_webhook("https://example.com/hook")
+
+
+# -- faults -----------------------------------------------------------------------------------
+
+
+def test_a_429_carries_retry_after_and_a_bot_that_honours_it_gets_through(
+    bot_api: FakeBotAPI, run_bot: Any
+) -> None:
+    bot = telebot.TeleBot(FakeBotAPI.token)
+    waited: list[int] = []
+
+    @bot.message_handler(func=lambda message: True)
+    def polite(message: Any) -> None:
+        try:
+            bot.send_message(message.chat.id, "hello")
+        except ApiTelegramException as error:
+            retry_after = error.result_json["parameters"]["retry_after"]
+            waited.append(retry_after)
+            bot.send_message(message.chat.id, "hello")
+
+    runner = run_bot(bot)
+    bot_api.inject_fault("sendMessage", status=429, retry_after=7)
+    bot_api.push_message(user_id=1, text="hi")
+    runner.wait_idle()
+    assert waited == [7]
+    assert bot_api.transcript(1) == ["user 1: hi", "bot: hello"]
+    assert bot_api.faults_served == [("sendMessage", 429, 0.0)]
+
+
+def test_a_5xx_and_a_slow_reply_are_served_as_injected(bot_api: FakeBotAPI) -> None:
+    bot = telebot.TeleBot(bot_api.token)
+    bot_api.inject_fault("sendMessage", status=502, times=2)
+    for _ in range(2):
+        with pytest.raises(ApiTelegramException, match="Bad Gateway"):
+            bot.send_message(1, "x")
+    bot_api.inject_fault("sendMessage", delay=0.3)
+    started = time.monotonic()
+    bot.send_message(1, "late")
+    assert time.monotonic() - started >= 0.3
+    assert bot_api.transcript(1) == ["bot: late"]
+
+
+# -- for bot authors: the plugin, an example suite, chatting from the terminal ----------------
+
+
+def test_the_plugin_gives_a_users_test_its_fixtures(tmp_path: Path) -> None:
+    test = tmp_path / "test_mine.py"
+    test.write_text(
+        "def test_count(bot_api, run_bot):\n"
+        f"    bot = run_bot({str(REPO / 'examples' / 'counter_bot.py')!r})\n"
+        "    bot_api.push_message(user_id=1, text='/count')\n"
+        "    bot.wait_idle()\n"
+        "    assert bot_api.transcript(1) == ['user 1: /count', 'bot: count: 1']\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=child_env(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+    assert not (tmp_path / ".tgsession").exists()  # the bot's sessions went to tmp_path
+
+
+def test_the_example_test_suite_of_counter_bot_passes() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "examples/test_counter_bot.py",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=child_env(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
+
+
+def test_chat_mode_talks_to_a_bot_file_from_the_terminal(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tgsession.testing",
+            "chat",
+            "examples/counter_bot.py",
+            "--sessions",
+            str(tmp_path),
+        ],
+        input="/count\n/count\n:user 2\n/count\n:quit\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=child_env(),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["bot: count: 1", "bot: count: 2", "bot: count: 1"]
+    assert DiskStorage(tmp_path).read("session:1") == b'{"count":2}'
+
+
+def test_chat_mode_numbers_buttons_and_presses_them(tmp_path: Path) -> None:
+    bot_file = tmp_path / "buttons_bot.py"
+    bot_file.write_text(BUTTONS_BOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "tgsession.testing", "chat", str(bot_file)],
+        input="/start\n:press 2\n:press 9\n",
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "bot: Pick one [Red | Blue]",
+        "    1: Red",
+        "    2: Blue",
+        "bot answered user 1: 'blue it is'",
+        "no button 9",
+    ]
+
+
+BUTTONS_BOT = """
+import os
+import telebot
+
+bot = telebot.TeleBot(os.environ["BOT_TOKEN"])
+
+@bot.message_handler(commands=["start"])
+def start(message):
+    keyboard = telebot.types.InlineKeyboardMarkup()
+    keyboard.row(
+        telebot.types.InlineKeyboardButton("Red", callback_data="red"),
+        telebot.types.InlineKeyboardButton("Blue", callback_data="blue"),
+    )
+    bot.send_message(message.chat.id, "Pick one", reply_markup=keyboard)
+
+@bot.callback_query_handler(func=lambda call: True)
+def picked(call):
+    bot.answer_callback_query(call.id, f"{call.data} it is")
+
+if __name__ == "__main__":
+    bot.infinity_polling()
+"""

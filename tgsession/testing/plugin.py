@@ -1,0 +1,62 @@
+"""The pytest plugin of tgsession (registered by the package): fixtures for testing a bot.
+
+- ``bot_api``: a running FakeBotAPI, with telebot pointed at it.
+- ``run_bot``: ``run_bot(bot_or_path, webhook=False)`` runs a TeleBot (or a bot file) against
+  ``bot_api`` until the test ends, with its default sessions in a fresh directory; it returns
+  a BotRunner, whose ``wait_idle()`` raises if a handler raised.
+
+::
+
+    def test_count(bot_api, run_bot):
+        bot = run_bot("examples/counter_bot.py")
+        bot_api.push_message(user_id=1, text="/count")
+        bot.wait_idle()
+        assert bot_api.transcript(1) == ["user 1: /count", "bot: count: 1"]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import telebot
+
+from ..storage.disk import forget_default_storage
+from ._api import FakeBotAPI
+from ._runner import BotRunner
+from ._runner import run_bot as running
+
+
+@pytest.fixture
+def bot_api() -> Iterator[FakeBotAPI]:
+    """A Bot API stand-in on 127.0.0.1, with telebot pointed at it for the test."""
+    with FakeBotAPI() as api:
+        api.install()
+        yield api
+
+
+@pytest.fixture(name="run_bot")
+def run_bot_fixture(bot_api: FakeBotAPI, tmp_path: Path) -> Iterator[Callable[..., BotRunner]]:
+    """Run a TeleBot or a bot file against ``bot_api`` until the test ends."""
+    sessions = tmp_path / "tgsession-sessions"
+    saved = os.environ.get("TGSESSION_DIR")
+    os.environ["TGSESSION_DIR"] = str(sessions)  # the bot's default store: fresh, the test's
+    forget_default_storage()
+    with ExitStack() as stack:
+
+        def run(bot: telebot.TeleBot | str | os.PathLike[str], **options: Any) -> BotRunner:
+            return stack.enter_context(running(bot_api, bot, **options))
+
+        try:
+            yield run
+        finally:
+            stack.close()
+            forget_default_storage()
+            if saved is None:
+                os.environ.pop("TGSESSION_DIR", None)
+            else:
+                os.environ["TGSESSION_DIR"] = saved
