@@ -148,7 +148,7 @@ class BotRunner:
             self._server.server_close()
             self._server = None
         if self._thread is not None:
-            self.bot.stop_polling()
+            self.bot.stop_polling()  # type: ignore[no-untyped-call]
             self.api.wake_pollers()
             self.bot.stop_bot()  # type: ignore[no-untyped-call]  # waits for running handlers
             self._thread.join(15)
