@@ -282,11 +282,11 @@ def test_a_key_function_that_raises_is_a_key_error_naming_the_update_type(lazy: 
     assert isinstance(raised.value.__cause__, AttributeError)
 
 
-def test_the_readme_topic_key_function_keys_messages_and_callback_queries() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    code = readme.split("def by_topic(update):", 1)[1].split("```", 1)[0]
+def test_the_documented_topic_key_function_keys_messages_and_callback_queries() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "keys.md").read_text()
+    code = page.split("def by_topic(update):", 1)[1].split("```", 1)[0]
     namespace: dict[str, Any] = {}
-    exec("def by_topic(update):" + code, namespace)  # the README's own example, as written
+    exec("def by_topic(update):" + code, namespace)  # the docs' own example, as written
     by_topic = namespace["by_topic"]
     topic = message(message_thread_id=7, is_topic_message=True)
     assert by_topic(parse("message", topic)) == "-100:7"

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import msgspec
 
-from ..errors import SessionError
+from ..errors import SessionDecodeError, SessionError
 from ..migrations import VERSION_KEY
 from ..states import StateStorage
 from ..storage.base import ExportableStorage, StoredEntry
@@ -151,12 +151,18 @@ def rm(storage: ExportableStorage, args: Any) -> int:
     """Delete sessions, each under its lock; a missing one is an error unless -f."""
     failures = Failures()
     for entry in args.entries:
-        with storage.lock(entry):
-            if storage.read(entry) is None:
-                if not args.force:
-                    failures(f"cannot remove {entry!r}: no such session")
-                continue
-            storage.delete(entry)
+        try:
+            with storage.lock(entry):
+                if storage.read(entry) is None:
+                    if not args.force:
+                        failures(f"cannot remove {entry!r}: no such session")
+                    continue
+                storage.delete(entry)
+        except SessionDecodeError:  # not session bytes: remove it all the same
+            with storage.lock(entry):
+                storage.delete(entry)
+        except SessionError as error:
+            failures(f"{entry!r} was not removed: {error}")
     return failures.code
 
 
@@ -219,15 +225,18 @@ def import_(storage: ExportableStorage, args: Any) -> int:
             if ttl is not None and ttl <= 0:
                 expired += 1
                 continue
-            with storage.lock(key):
-                if not args.overwrite and storage.read(key) is not None:
-                    kept += 1
-                elif not args.dry_run:
-                    storage.write(key, data, ttl=ttl)
-                    imported += 1
-                else:
-                    imported += 1
-            progress.step()
+            try:
+                with storage.lock(key):
+                    if not args.overwrite and _stored(storage, key):
+                        kept += 1
+                        continue
+                    if not args.dry_run:
+                        storage.write(key, data, ttl=ttl)
+                imported += 1
+            except SessionError as error:
+                failures(f"line {number}: session {key!r} was not imported: {error}")
+            finally:
+                progress.step()
     finally:
         if source is not sys.stdin.buffer:
             source.close()
@@ -240,6 +249,14 @@ def import_(storage: ExportableStorage, args: Any) -> int:
         report += f"; skipped {expired:,} expired"
     print(report)
     return failures.code
+
+
+def _stored(storage: ExportableStorage, key: str) -> bool:
+    """Whether something is stored under ``key``, session bytes or not."""
+    try:
+        return storage.read(key) is not None
+    except SessionDecodeError:  # another program's entry: there is one all the same
+        return True
 
 
 def migrate(storage: ExportableStorage | None, args: Any) -> int:
@@ -259,26 +276,15 @@ def migrate(storage: ExportableStorage | None, args: Any) -> int:
     up_to_date = 0
     for key in storage.keys(f"{manager.key}:"):
         progress.step()
-        with storage.lock(key):
-            data = storage.read(key)
-            if data is None:
-                continue
-            try:
-                version = _stored_version(manager.codec.decode(data))
-                if version == current:
-                    up_to_date += 1
-                    continue
-                session = manager.decode(key, data)
-                new = manager.check_loads_back(key, manager.encode(key, session), session)
-                if not args.dry_run:
-                    expires = storage.expiry(key)
-                    storage.write(
-                        key, new, ttl=None if expires is None else max(expires - time.time(), 0.001)
-                    )
-            except (SessionError, ValueError, TypeError) as error:
-                failures(f"session {key!r} was not migrated: {error}")
-                continue
-        moved[version] = moved.get(version, 0) + 1
+        try:
+            version = _migrate(storage, manager, key, current, args.dry_run)
+        except (SessionError, ValueError, TypeError) as error:
+            failures(f"session {key!r} was not migrated: {error}")
+            continue
+        if version == current:
+            up_to_date += 1
+        elif version is not None:
+            moved[version] = moved.get(version, 0) + 1
     progress.done()
     verb = "would migrate" if args.dry_run else "migrated"
     total = sum(moved.values())
@@ -291,8 +297,26 @@ def migrate(storage: ExportableStorage | None, args: Any) -> int:
     return failures.code
 
 
-def _stored_version(value: Any) -> Any:
-    return value.get(VERSION_KEY, 1) if isinstance(value, dict) else None
+def _migrate(
+    storage: ExportableStorage, manager: Any, key: str, current: int, dry_run: bool
+) -> Any:
+    """Migrate the session ``key`` under its lock (unless ``dry_run``); return the version it
+    had, or None if it is gone."""
+    with storage.lock(key):
+        data = storage.read(key)
+        if data is None:
+            return None
+        stored = manager.codec.decode(data)
+        version = stored.get(VERSION_KEY, 1) if isinstance(stored, dict) else None
+        if version == current:
+            return version
+        session = manager.decode(key, data)  # runs the migrations, checks the type
+        new = manager.check_loads_back(key, manager.encode(key, session), session)
+        if not dry_run:
+            expires = storage.expiry(key)  # a migration does not extend a session's life
+            ttl = None if expires is None else max(expires - time.time(), 0.001)
+            storage.write(key, new, ttl=ttl)
+        return version
 
 
 def import_states(storage: ExportableStorage, args: Any) -> int:

@@ -58,25 +58,28 @@ def edit_session(
             ) from None
         text, problem, refused = original, "", None
         while True:
-            edited = _run_editor(entry, text, problem)
-            if edited is None:
+            returned = _run_editor(entry, text, problem)
+            if returned is None:
                 return 1
+            if returned == refused:
+                print(
+                    f"aborted: the same error again; session {entry!r} is unchanged",
+                    file=sys.stderr,
+                )
+                return 1
+            edited = returned.decode("utf-8", "replace")
             if not edited.strip():
                 print(f"aborted: the text was emptied; session {entry!r} is unchanged")
                 return 1
             if edited.strip() == original.strip():
                 print(f"session {entry!r} is unchanged")
                 return 0
-            if edited == refused:
-                print(
-                    f"aborted: the same error again; session {entry!r} is unchanged",
-                    file=sys.stderr,
-                )
-                return 1
             try:
+                if "\ufffd" in edited and edited.encode() != returned:
+                    raise ValueError("the text is not UTF-8")
                 new = _checked(entry, edited, manager)
             except ValueError as error:
-                text, problem, refused = edited, str(error), edited
+                text, problem, refused = edited, str(error), returned
                 continue
             expires = storage.expiry(entry)
             if manager is not None and manager.ttl is not None:
@@ -112,7 +115,7 @@ def _checked(entry: str, text: str, manager: SessionManager[Any] | None) -> byte
         raise ValueError(str(error)) from None
 
 
-def _run_editor(entry: str, text: str, problem: str) -> str | None:
+def _run_editor(entry: str, text: str, problem: str) -> bytes | None:
     """Let the user edit ``text`` (with ``problem`` shown above it); return what they saved
     without the comment lines, or None if the editor failed."""
     header = [
@@ -142,8 +145,8 @@ def _run_editor(entry: str, text: str, problem: str) -> str | None:
                 file=sys.stderr,
             )
             return None
-        with open(path, encoding="utf-8") as file:
+        with open(path, "rb") as file:
             lines = file.read().splitlines(keepends=True)
     finally:
         os.unlink(path)
-    return "".join(line for line in lines if not line.startswith(_COMMENT))
+    return b"".join(line for line in lines if not line.startswith(_COMMENT.encode()))
