@@ -86,7 +86,8 @@ def test_ls_long_shows_bytes_and_expiry(store: DiskStorage) -> None:
     )
     assert lines["session:1"] == f"{len(store.read('session:1') or b'')}\t-"
     size, expires = lines["session:9"].split("\t")
-    assert size == "7" and expires.startswith(time.strftime("%Y-%m-%d", time.gmtime()))
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(store.expiry("session:9")))
+    assert size == "7" and expires == when
 
 
 def test_the_store_comes_from_the_environment_when_not_given(store: DiskStorage) -> None:
@@ -345,6 +346,7 @@ CORPUS: dict[str, bytes] = {
     "session:2": CODEC.encode({"big": 2**80, "float": 1e20, "tiny": 5e-324, "deep": [[[[{}]]]]}),
     "session:3": b'{"count":3}',
     "chat:-100": b'{\n  "pretty": true\n}',  # JSON, but over several lines
+    "chat:-200": b' {"padded": true}\t',  # JSON with whitespace around it
     "custom:1": b"\x82\xa5count\x03\xff",  # another codec's bytes (msgpack, say)
     "state:1:1": CODEC.encode({"state": "Survey:age", "data": {}}),
 }
@@ -438,10 +440,29 @@ def test_export_reports_a_foreign_row_by_key_and_goes_on(store: DiskStorage) -> 
     assert result.stdout.count(b"\n") == 3
 
 
-def test_export_into_a_closed_pipe_stops_quietly(store: DiskStorage) -> None:
-    command = f"{sys.executable} -m tgsession --store {store.directory} export | head -c 10"
-    result = subprocess.run(command, shell=True, capture_output=True, env=child_env())
-    assert result.returncode == 0 and result.stderr == b""
+@pytest.mark.parametrize("command", ["ls", "export", "stats", "show session:1"])
+def test_output_into_a_closed_pipe_stops_quietly(store: DiskStorage, command: str) -> None:
+    # The reader closes its end at once, before the command writes: a write, or the flush of
+    # what is buffered when the command ends, meets a closed pipe.
+    pipeline = (
+        f"{sys.executable} -m tgsession --store {store.directory} {command} | "
+        "(exec 0<&-; sleep 2); echo ${PIPESTATUS[0]}"
+    )
+    env = {k: v for k, v in child_env().items() if k != "PYTHONUNBUFFERED"}
+    result = subprocess.run(
+        pipeline, shell=True, capture_output=True, env=env, executable="/bin/bash"
+    )
+    assert result.stderr == b""
+    assert result.stdout.strip() == b"0"
+
+
+def test_an_export_file_is_owner_only(store: DiskStorage, tmp_path: Path) -> None:
+    target = tmp_path / "sessions.jsonl"
+    target.write_bytes(b"old")
+    target.chmod(0o644)
+    out(tgsession(*at(store), "export", "-o", str(target)))
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert target.read_bytes().count(b"\n") == 4
 
 
 # -- stats, migrate, states --------------------------------------------------------------------
@@ -623,3 +644,170 @@ def test_export_and_import_of_100000_sessions_stream_in_constant_memory(
     (small_export, small_import), (large_export, large_import) = peaks[1_000], peaks[100_000]
     assert large_export - small_export < 8 * 1024, peaks
     assert large_import - small_import < 8 * 1024, peaks
+
+
+# -- failures: each named, the others done -----------------------------------------------------
+
+
+def _foreign_row(store: DiskStorage, key: str) -> None:
+    import diskcache
+
+    with diskcache.Cache(store.directory) as cache:
+        cache.set(key, {"pickled": True})  # what another program might leave
+
+
+def test_rm_removes_a_foreign_entry_and_goes_on_past_a_busy_one(store: DiskStorage) -> None:
+    _foreign_row(store, "session:9")
+    with store.lock("session:2"):  # a handler holds it
+        result = tgsession(
+            *at(store), "--lock-timeout", "0.2", "rm", "session:9", "session:2", "session:3"
+        )
+    assert result.returncode == 1
+    error = result.stderr.decode()
+    assert "'session:2' was not removed" in error and "--lock-timeout" in error
+    assert store.read("session:2") is not None
+    assert "session:9" not in out(tgsession(*at(store), "ls")) and store.read("session:3") is None
+
+
+def test_import_goes_on_past_a_busy_session_and_keeps_a_foreign_one(store: DiskStorage) -> None:
+    _foreign_row(store, "session:7")
+    lines = b"".join(b'{"key":"session:%d","value":{"n":%d}}\n' % (n, n) for n in (2, 7, 8))
+    with store.lock("session:2"):
+        result = tgsession(*at(store), "--lock-timeout", "0.2", "import", input=lines)
+    assert result.returncode == 1
+    assert "line 1: session 'session:2' was not imported" in result.stderr.decode()
+    assert result.stdout.decode() == (
+        "imported 1 session; kept 1 already stored (--overwrite replaces them)\n"
+    )
+    assert store.read("session:8") == b'{"n":8}'
+    out(tgsession(*at(store), "import", "--overwrite", input=lines))
+    assert store.read("session:7") == b'{"n":7}'  # replaced, as asked
+
+
+def test_migrate_goes_on_past_a_session_it_cannot_read(tmp_path: Path) -> None:
+    storage = DiskStorage(tmp_path / "sessions")
+    storage.write("session:1", b'{"count":1,"name":"Ann Lee"}')
+    _foreign_row(storage, "session:2")
+    storage.write("session:3", b'{"count":3,"name":"Cy"}')
+    (tmp_path / "mybot.py").write_text(MIGRATING_BOT.format(directory=storage.directory))
+    result = tgsession("migrate", "--manager", "mybot:sessions", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "session 'session:2' was not migrated" in result.stderr.decode()
+    assert result.stdout.decode().startswith("migrated 2 sessions to version 3")
+
+
+def test_migrate_waits_no_longer_than_lock_timeout_in_the_managers_store(
+    tmp_path: Path,
+) -> None:
+    storage = DiskStorage(tmp_path / "sessions")
+    storage.write("session:1", b'{"count":1,"name":"Ann Lee"}')
+    (tmp_path / "mybot.py").write_text(MIGRATING_BOT.format(directory=storage.directory))
+    with storage.lock("session:1"):
+        result = tgsession(
+            "migrate", "--manager", "mybot:sessions", "--lock-timeout", "0.2", cwd=tmp_path
+        )
+    assert result.returncode == 1 and "--lock-timeout" in result.stderr.decode()
+
+
+def test_a_directory_without_a_store_is_refused_but_import_may_begin_one(tmp_path: Path) -> None:
+    result = tgsession("--store", str(tmp_path), "ls")
+    assert result.returncode == 1 and b"no session store at" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing made there
+    (tmp_path / "defaultbot.py").write_text(
+        "from tgsession import with_session\nsessions = with_session(version=2)\n"
+    )
+    missing = tmp_path / "not-the-bots-directory"
+    migrate = tgsession(
+        "migrate", "--manager", "defaultbot:sessions", cwd=tmp_path, TGSESSION_DIR=str(missing)
+    )
+    assert migrate.returncode == 1 and b"no session store at" in migrate.stderr
+    assert not missing.exists()
+    target = tmp_path / "new"
+    imported = tgsession("--store", str(target), "import", input=b'{"key":"a:1","value":{}}\n')
+    assert out(imported) == "imported 1 session\n"
+    assert DiskStorage(target).read("a:1") == b"{}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--lock-timeout", "nan", "ls"],
+        ["--lock-timeout", "-1", "ls"],
+        ["ls", "--limit", "-3"],
+        ["stats", "--top", "-1"],
+        ["--store", "redis://127.0.0.1:6379/0", "--prefix", "a{", "ls"],
+        ["migrate", "--manager", "mybot:"],
+    ],
+    ids=["nan seconds", "negative seconds", "negative limit", "negative top", "brace", "target"],
+)
+def test_wrong_values_are_usage_errors(store: DiskStorage, args: list[str]) -> None:
+    result = tgsession(*at(store)[:0], *args, TGSESSION_STORE=store.directory)
+    assert result.returncode == 2, result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_stats_top_0_lists_no_largest_sessions(store: DiskStorage) -> None:
+    report = json.loads(out(tgsession(*at(store), "stats", "--top", "0", "--json")))
+    assert report["largest"] == [] and report["kinds"]["session"]["sessions"] == 3
+
+
+@pytest.mark.parametrize(
+    ("setup", "said"),
+    [
+        ("raise RuntimeError('boom')", "importing 'brokenbot' for --manager raised RuntimeError"),
+        ("def (:", "importing 'brokenbot' for --manager raised SyntaxError"),
+    ],
+)
+def test_a_manager_module_that_fails_to_import_is_one_line(
+    store: DiskStorage, tmp_path: Path, setup: str, said: str
+) -> None:
+    (tmp_path / "brokenbot.py").write_text(setup)
+    result = tgsession(*at(store), "migrate", "--manager", "brokenbot:x", cwd=tmp_path)
+    assert result.returncode == 1 and said in result.stderr.decode()
+    assert b"Traceback" not in result.stderr
+
+
+def test_unreachable_redis_is_one_line_without_the_password() -> None:
+    result = tgsession("--store", "redis://user:s3cret@127.0.0.1:1/0", "ls")
+    assert result.returncode == 1
+    assert b"cannot reach Redis at redis://user:***@127.0.0.1:1/0" in result.stderr
+    assert b"s3cret" not in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_import_states_from_a_corrupt_pickle_is_one_line(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    bad = tmp_path / "states.pkl"
+    bad.write_bytes(b"\x80\x04not a pickle")
+    result = tgsession(*at(store), "import-states", "--from-pickle", str(bad))
+    assert result.returncode == 1 and b"is not a telebot StatePickleStorage file" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"EDITOR": 'vim "', "VISUAL": ""}, "cannot read the editor command"),
+        ({"EDITOR": "", "VISUAL": ""}, "set $EDITOR to edit a session without a terminal"),
+        ({"EDITOR": "/no/such/editor", "VISUAL": ""}, "cannot run the editor"),
+    ],
+    ids=["unparsable", "none without a terminal", "missing"],
+)
+def test_edit_refuses_an_editor_it_cannot_run_and_leaves_the_session(
+    store: DiskStorage, env: dict[str, str], said: str
+) -> None:
+    before = store.read("session:1")
+    result = tgsession(*at(store), "edit", "session:1", input=b"", **env)
+    assert result.returncode == 1 and said in result.stderr.decode()
+    assert store.read("session:1") == before
+
+
+def test_edit_and_rm_on_redis(tmp_path: Path) -> None:
+    with redis_storage() as redis:
+        redis.write("session:1", b'{"count":1}')
+        redis.write("session:2", b'{"count":2}')
+        where = ["--store", redis_url(), "--prefix", redis.prefix]
+        edited = tgsession(*where, "edit", "session:1", **editing(tmp_path, "count+5"))
+        assert out(edited) == "saved session 'session:1'\n"
+        assert redis.read("session:1") == b'{"count":6}'
+        assert out(tgsession(*where, "rm", "session:2")) == ""
+        assert redis.read("session:2") is None

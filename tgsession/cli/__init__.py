@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from typing import Any, Callable
 
 from ..errors import SessionError
 from . import _commands
-from ._stores import CommandError, open_store
+from ._stores import CommandError, UsageError, open_store
 
 Command = Callable[[Any, argparse.Namespace], int]
 
@@ -46,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("ls", _commands.ls, "list stored sessions, one key per line")
     sub.add_argument("kinds", nargs="*", metavar="KIND", help="only these kinds (session...)")
     sub.add_argument("-l", "--long", action="store_true", help="with bytes and expiry (UTC)")
-    sub.add_argument("-n", "--limit", type=int, metavar="N", help="at most N sessions")
+    sub.add_argument("-n", "--limit", type=_count, metavar="N", help="at most N sessions")
 
     sub = command("show", _commands.show, "print a session as indented JSON")
     sub.add_argument("entry", metavar="ENTRY", help="its key, as ls prints it (session:42)")
@@ -73,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub = command("stats", _commands.stats, "sessions and bytes per kind, largest sessions")
     sub.add_argument("kinds", nargs="*", metavar="KIND", help="only these kinds")
-    sub.add_argument("--top", type=int, default=5, metavar="N", help="largest N (default 5)")
+    sub.add_argument("--top", type=_count, default=5, metavar="N", help="largest N (default 5)")
     sub.add_argument("--json", action="store_true", help="as JSON")
 
     command("purge", _commands.purge, "remove expired sessions still on disk")
@@ -110,11 +111,41 @@ def _store_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) ->
     )
     store.add_argument(
         "--lock-timeout",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         default=defaults["lock_timeout"],
         help="how long to wait for a session that a handler holds (default: 10)",
     )
+
+
+def _seconds(text: str) -> float:
+    """A number of seconds, for argparse: finite and not negative."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number from 0 up), got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A count, for argparse: a whole number from 0 up."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 up, got {text!r}")
+    return value
+
+
+def _failures() -> tuple[type[BaseException], ...]:
+    """The errors reported in one line: tgsession's, the system's, and Redis's (redis-py is
+    loaded only for a Redis store)."""
+    expected: tuple[type[BaseException], ...] = (CommandError, SessionError, OSError, ValueError)
+    redis = sys.modules.get("redis")
+    return expected if redis is None else (*expected, redis.RedisError)
 
 
 def _store_spec(args: argparse.Namespace) -> str:
@@ -134,17 +165,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # migrate uses the manager's own store unless one is named
         if args.command != "migrate" or args.store or "TGSESSION_STORE" in os.environ:
-            storage = open_store(_store_spec(args), args.prefix, args.lock_timeout)
-        return int(args.run(storage, args))
+            create = args.command in ("import", "import-states")  # these may begin a store
+            storage = open_store(_store_spec(args), args.prefix, args.lock_timeout, create=create)
+        code = int(args.run(storage, args))
+        sys.stdout.flush()  # here, where a closed pipe is handled, not at exit
+        return code
     except KeyboardInterrupt:
         print("tgsession: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `tgsession export | head`: the reader has what it wanted
-        sys.stderr.close()
+    except BrokenPipeError:  # `tgsession ls | head`: the reader has what it wanted
+        # Python would flush stdout again at exit, and fail again: point it at /dev/null.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (CommandError, SessionError, OSError) as error:
-        print(f"tgsession: {error}", file=sys.stderr)
+    except UsageError as error:
+        print(f"tgsession: error: {error}", file=sys.stderr)
+        return 2
+    except _failures() as error:
+        print(f"tgsession: {_commands.described(error)}", file=sys.stderr)
         return 1
     finally:
         close = getattr(storage, "close", None)

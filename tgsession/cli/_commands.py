@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
+import pickle
 import sys
 import time
 from collections.abc import Iterator
@@ -15,14 +17,22 @@ from typing import IO, Any
 
 import msgspec
 
-from ..errors import SessionDecodeError, SessionError
+from ..errors import SessionDecodeError, SessionError, SessionLockTimeout
+from ..manager import SessionManager
 from ..migrations import VERSION_KEY
 from ..states import StateStorage
 from ..storage.base import ExportableStorage, StoredEntry
 from . import _dump
 from ._edit import edit_session
 from ._progress import Progress
-from ._stores import CommandError, load_manager
+from ._stores import CommandError, load_manager, require_store
+
+
+def described(error: BaseException) -> str:
+    """The message of ``error``, with what to do about a busy session."""
+    if isinstance(error, SessionLockTimeout):
+        return f"{error} (wait longer with --lock-timeout SECONDS)"
+    return str(error)
 
 
 class Failures:
@@ -116,7 +126,7 @@ def stats(storage: ExportableStorage, args: Any) -> int:
         figures[2] += entry.expires is not None
         if len(largest) < args.top:
             heapq.heappush(largest, (size, entry.key))
-        elif size > largest[0][0]:
+        elif largest and size > largest[0][0]:
             heapq.heapreplace(largest, (size, entry.key))
         progress.step()
     progress.done()
@@ -162,7 +172,7 @@ def rm(storage: ExportableStorage, args: Any) -> int:
             with storage.lock(entry):
                 storage.delete(entry)
         except SessionError as error:
-            failures(f"{entry!r} was not removed: {error}")
+            failures(f"{entry!r} was not removed: {described(error)}")
     return failures.code
 
 
@@ -191,7 +201,12 @@ def export(storage: ExportableStorage, args: Any) -> int:
     failures = Failures()
     progress = Progress("exported")
     output: IO[bytes]
-    output = sys.stdout.buffer if args.output in (None, "-") else open(args.output, "wb")  # noqa: SIM115
+    if args.output in (None, "-"):
+        output = sys.stdout.buffer
+    else:  # owner-only, as the store's own files: an export holds every session
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        output = os.fdopen(os.open(args.output, flags, 0o600), "wb")
+        os.chmod(args.output, 0o600)  # an existing file keeps its mode otherwise
     try:
         for entry in _entries(storage, args.kinds, failures):
             output.write(_dump.encode(entry.key, entry.data, entry.expires))
@@ -234,7 +249,7 @@ def import_(storage: ExportableStorage, args: Any) -> int:
                         storage.write(key, data, ttl=ttl)
                 imported += 1
             except SessionError as error:
-                failures(f"line {number}: session {key!r} was not imported: {error}")
+                failures(f"line {number}: session {key!r} was not imported: {described(error)}")
             finally:
                 progress.step()
     finally:
@@ -251,6 +266,21 @@ def import_(storage: ExportableStorage, args: Any) -> int:
     return failures.code
 
 
+def _manager_store(manager: SessionManager[Any], args: Any) -> ExportableStorage:
+    """The manager's own store, which must exist already, with --lock-timeout."""
+    own = getattr(manager, "_storage", None)
+    if own is None:  # the default store: a wrong directory must not make an empty one
+        require_store(os.environ.get("TGSESSION_DIR", ".tgsession"))
+    storage = manager.storage
+    if not isinstance(storage, ExportableStorage):
+        raise CommandError(
+            f"{args.manager} keeps its sessions in {storage!r}, which the command cannot list"
+        )
+    if hasattr(storage, "lock_timeout"):  # this process's object: the bot's is its own
+        storage.lock_timeout = args.lock_timeout
+    return storage
+
+
 def _stored(storage: ExportableStorage, key: str) -> bool:
     """Whether something is stored under ``key``, session bytes or not."""
     try:
@@ -264,11 +294,7 @@ def migrate(storage: ExportableStorage | None, args: Any) -> int:
     lock, ahead of a deploy."""
     manager = load_manager(args.manager)
     if storage is None:
-        storage = manager.storage  # type: ignore[assignment]
-        if not isinstance(storage, ExportableStorage):
-            raise CommandError(
-                f"{args.manager} keeps its sessions in {storage!r}, which the command cannot list"
-            )
+        storage = _manager_store(manager, args)
     current = manager.migrations.version
     failures = Failures()
     progress = Progress("checked")
@@ -279,7 +305,7 @@ def migrate(storage: ExportableStorage | None, args: Any) -> int:
         try:
             version = _migrate(storage, manager, key, current, args.dry_run)
         except (SessionError, ValueError, TypeError) as error:
-            failures(f"session {key!r} was not migrated: {error}")
+            failures(f"session {key!r} was not migrated: {described(error)}")
             continue
         if version == current:
             up_to_date += 1
@@ -323,9 +349,15 @@ def import_states(storage: ExportableStorage, args: Any) -> int:
     """Copy telebot's own states (StateRedisStorage or StatePickleStorage) into the store."""
     states = StateStorage(storage, key=args.key)
     if args.from_pickle:
-        copied = states.import_pickle(
-            args.from_pickle, args.states_prefix, args.separator, overwrite=args.overwrite
-        )
+        try:
+            copied = states.import_pickle(
+                args.from_pickle, args.states_prefix, args.separator, overwrite=args.overwrite
+            )
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as error:
+            raise CommandError(
+                f"{args.from_pickle} is not a telebot StatePickleStorage file that loads here "
+                f"({type(error).__name__}: {error})"
+            ) from None
     else:
         import redis
 

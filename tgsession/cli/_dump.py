@@ -52,6 +52,8 @@ def encode(key: str, data: bytes, expires: float | None) -> bytes:
 def _is_json_line(data: bytes) -> bool:
     if b"\n" in data or b"\r" in data:  # legal JSON whitespace, but it would split the line
         return False
+    if data != data.strip(b" \t"):  # msgspec.Raw keeps no whitespace around a value
+        return False
     try:
         _JSON.decode(data)
     except msgspec.DecodeError:

@@ -31,8 +31,21 @@ _COMMENT = "//"
 
 
 def editor_command() -> list[str]:
-    """The editor to run: $VISUAL, else $EDITOR, else vi (as git and crontab choose)."""
-    return shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
+    """The editor to run: $VISUAL, else $EDITOR, else vi on a terminal (as git and crontab
+    choose)."""
+    chosen = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+    if not chosen:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            # vi without a terminal would wait forever, holding the session's lock
+            raise CommandError("set $EDITOR to edit a session without a terminal")
+        chosen = "vi"
+    try:
+        command = shlex.split(chosen)
+    except ValueError as error:
+        raise CommandError(f"cannot read the editor command {chosen!r}: {error}") from None
+    if not command:
+        raise CommandError("$EDITOR is blank: set it to an editor")
+    return command
 
 
 def edit_session(
@@ -44,57 +57,78 @@ def edit_session(
             f"{entry!r} is not a session of the given manager, whose keys start with "
             f"{manager.key + ':'!r}"
         )
+    command = editor_command()  # before the lock: a wrong $EDITOR holds up nobody
     with storage.lock(entry):
-        data = storage.read(entry)
-        if data is None:
-            raise CommandError(f"no session {entry!r} in this store (see: tgsession ls)")
+        saved = _edit_locked(storage, entry, manager, command)
+    # Printed once the lock is released: a storage that writes then (RedisStorage) may still
+    # have refused the save, with an error instead.
+    if saved:
+        print(f"saved session {entry!r}")
+    return 0 if saved is not None else 1
+
+
+def _edit_locked(
+    storage: ExportableStorage,
+    entry: str,
+    manager: SessionManager[Any] | None,
+    command: list[str],
+) -> bool | None:
+    """Edit ``entry``, whose lock is held; True if saved, False if unchanged, None if aborted
+    (said on stderr)."""
+    data = storage.read(entry)
+    if data is None:
+        raise CommandError(f"no session {entry!r} in this store (see: tgsession ls)")
+    try:
+        msgspec.json.decode(data)
+        original = msgspec.json.format(data, indent=2).decode()
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        raise CommandError(
+            f"session {entry!r} is not JSON (another codec wrote it): it cannot be edited as text"
+        ) from None
+    text, problem, refused = original, "", None
+    while True:
+        returned = _run_editor(command, entry, text, problem)
+        if returned is None:
+            return None
+        if returned == refused:
+            _aborted(f"the same error again; session {entry!r} is unchanged")
+            return None
+        edited = returned.decode("utf-8", "replace")
+        if not edited.strip():
+            _aborted(f"the text was emptied; session {entry!r} is unchanged")
+            return None
+        if edited.strip() == original.strip():
+            print(f"session {entry!r} is unchanged")
+            return False
         try:
-            original = msgspec.json.format(data, indent=2).decode()
-            msgspec.json.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            raise CommandError(
-                f"session {entry!r} is not JSON (another codec wrote it): it cannot be edited "
-                "as text"
-            ) from None
-        text, problem, refused = original, "", None
-        while True:
-            returned = _run_editor(entry, text, problem)
-            if returned is None:
-                return 1
-            if returned == refused:
-                print(
-                    f"aborted: the same error again; session {entry!r} is unchanged",
-                    file=sys.stderr,
-                )
-                return 1
-            edited = returned.decode("utf-8", "replace")
-            if not edited.strip():
-                print(f"aborted: the text was emptied; session {entry!r} is unchanged")
-                return 1
-            if edited.strip() == original.strip():
-                print(f"session {entry!r} is unchanged")
-                return 0
-            try:
-                if "\ufffd" in edited and edited.encode() != returned:
-                    raise ValueError("the text is not UTF-8")
-                new = _checked(entry, edited, manager)
-            except ValueError as error:
-                text, problem, refused = edited, str(error), returned
-                continue
-            expires = storage.expiry(entry)
-            if manager is not None and manager.ttl is not None:
-                ttl: float | None = manager.ttl  # saved as a handler would save it
-            elif expires is not None:
-                ttl = expires - time.time()  # keep the expiry it had
-                if ttl <= 0:
-                    raise CommandError(
-                        f"session {entry!r} expired while it was being edited: nothing was saved"
-                    )
-            else:
-                ttl = None
-            storage.write(entry, new, ttl=ttl)
-            print(f"saved session {entry!r}")
-            return 0
+            if edited.encode() != returned:
+                raise ValueError("the text is not UTF-8")
+            new = _checked(entry, edited, manager)
+        except ValueError as error:
+            text, problem, refused = edited, str(error), returned
+            continue
+        storage.write(entry, new, ttl=_ttl(storage, entry, manager))
+        return True
+
+
+def _ttl(storage: ExportableStorage, entry: str, manager: SessionManager[Any] | None) -> Any:
+    """The time to live of the edited session: the manager's ttl, as a handler's save would
+    give it, else what it had left."""
+    if manager is not None and manager.ttl is not None:
+        return manager.ttl
+    expires = storage.expiry(entry)
+    if expires is None:
+        return None
+    left = expires - time.time()
+    if left <= 0:
+        raise CommandError(
+            f"session {entry!r} expired while it was being edited: nothing was saved"
+        )
+    return left
+
+
+def _aborted(why: str) -> None:
+    print(f"tgsession: aborted: {why}", file=sys.stderr)
 
 
 def _checked(entry: str, text: str, manager: SessionManager[Any] | None) -> bytes:
@@ -115,7 +149,7 @@ def _checked(entry: str, text: str, manager: SessionManager[Any] | None) -> byte
         raise ValueError(str(error)) from None
 
 
-def _run_editor(entry: str, text: str, problem: str) -> bytes | None:
+def _run_editor(command: list[str], entry: str, text: str, problem: str) -> bytes | None:
     """Let the user edit ``text`` (with ``problem`` shown above it); return what they saved
     without the comment lines, or None if the editor failed."""
     header = [
@@ -130,23 +164,29 @@ def _run_editor(entry: str, text: str, problem: str) -> bytes | None:
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             file.write("\n".join(header) + "\n" + text.rstrip("\n") + "\n")
-        command = editor_command()
         try:
-            status = subprocess.call([*command, path])
+            status = _call_ignoring_interrupts([*command, path])
         except OSError as error:
             raise CommandError(
                 f"cannot run the editor {command[0]!r} ({error.strerror}): set $EDITOR; "
                 f"session {entry!r} is unchanged"
             ) from None
         if status != 0:
-            print(
-                f"tgsession: the editor exited with status {status}; session {entry!r} is "
-                "unchanged",
-                file=sys.stderr,
-            )
+            _aborted(f"the editor exited with status {status}; session {entry!r} is unchanged")
             return None
         with open(path, "rb") as file:
             lines = file.read().splitlines(keepends=True)
     finally:
         os.unlink(path)
     return b"".join(line for line in lines if not line.startswith(_COMMENT.encode()))
+
+
+def _call_ignoring_interrupts(command: list[str]) -> int:
+    """Run the editor and wait for it. A Ctrl-C meanwhile reaches the editor too, and is the
+    editor's to handle (as with git): the command goes on waiting, the session still locked."""
+    editor = subprocess.Popen(command)
+    while True:
+        try:
+            return editor.wait()
+        except KeyboardInterrupt:
+            continue

@@ -772,7 +772,8 @@ class DiskStorage:
             .execute("SELECT expire_time FROM Cache WHERE key = ? AND raw = 1", (key,))
             .fetchone()
         )
-        return None if row is None else row[0]
+        expires = None if row is None else row[0]
+        return None if expires is None or expires <= time.time() else float(expires)
 
     def lock(self, key: str) -> _ByteLock:
         """Hold the lock of ``key`` against every thread and process using this directory."""

@@ -312,9 +312,19 @@ class RedisStorage:
 
     def keys(self, prefix: str) -> Iterator[str]:
         """Yield every stored key that starts with ``prefix``, with SCAN (no blocking)."""
-        start = len(self.data_key("")) - 1  # "{prefix}data:{"
         for found in self._scan(prefix):
-            yield found.decode()[start:-1]
+            key = self._entry_of(found)
+            if key is not None:
+                yield key
+
+    def _entry_of(self, name: bytes) -> str | None:
+        """The entry key of the Redis key ``name``; None (logged) for one that tgsession
+        cannot have written: not UTF-8."""
+        try:
+            return name.decode()[len(self.data_key("")) - 1 : -1]
+        except UnicodeDecodeError:
+            logger.warning("skipped the Redis key %r: not UTF-8, so not tgsession's", name)
+            return None
 
     def _scan(self, prefix: str) -> Iterator[bytes]:
         """The Redis keys of the entries whose key starts with ``prefix``."""
@@ -350,9 +360,10 @@ class RedisStorage:
             pipeline.pttl(name)
         replies = pipeline.execute(raise_on_error=False)
         now = time.time()
-        start = len(self.data_key("")) - 1
         for index, name in enumerate(names):
-            key = name.decode()[start:-1]
+            key = self._entry_of(name)
+            if key is None:
+                continue
             value, left = replies[2 * index], replies[2 * index + 1]
             if isinstance(value, redis.ResponseError):  # WRONGTYPE: a hash or list
                 kind = self.client.type(name).decode()  # type: ignore[union-attr]
