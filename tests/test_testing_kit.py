@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import telebot
 from telebot.apihelper import ApiTelegramException
 
 from tgsession import DiskStorage
-from tgsession.testing import FakeBotAPI, HandlerError
+from tgsession.testing import FakeBotAPI, HandlerError, run_bot
 
 from conftest import REPO, child_env
 
@@ -42,9 +44,12 @@ def test_unknown_method_is_a_clear_api_error(bot_api: FakeBotAPI) -> None:
         bot.send_dice(1)
 
 
-def test_wrong_token_is_unauthorized(bot_api: FakeBotAPI) -> None:
-    with pytest.raises(ApiTelegramException, match="Unauthorized"):
-        telebot.TeleBot("1:wrong").get_me()
+def test_any_well_formed_token_is_served_and_a_malformed_one_is_unauthorized(
+    bot_api: FakeBotAPI,
+) -> None:
+    assert telebot.TeleBot("42:a-real-looking_token").send_message(1, "hi").text == "hi"
+    with pytest.raises(urllib.error.HTTPError, match="401"):
+        urllib.request.urlopen(f"{bot_api.base_url}/botnonsense/getMe")
 
 
 def test_wait_for_calls_times_out_clearly(bot_api: FakeBotAPI) -> None:
@@ -391,7 +396,7 @@ def test_chat_mode_numbers_buttons_and_presses_them(tmp_path: Path) -> None:
         "    1: Red",
         "    2: Blue",
         "bot answered user 1: 'blue it is'",
-        "no button 9",
+        "no button 9 here",
     ]
 
 
@@ -417,3 +422,218 @@ def picked(call):
 if __name__ == "__main__":
     bot.infinity_polling()
 """
+
+
+# -- after review: what bot authors do -----------------------------------------------------------
+
+
+def echo_bot(threaded: bool = True, token: str = FakeBotAPI.token) -> telebot.TeleBot:
+    bot = telebot.TeleBot(token, threaded=threaded)
+
+    @bot.message_handler(func=lambda message: True)
+    def echo(message: Any) -> None:
+        if message.text.startswith("raise"):
+            raise RuntimeError(message.text)
+        bot.send_message(message.chat.id, f"echo: {message.text}")
+
+    return bot
+
+
+@pytest.mark.parametrize("threaded", [True, False], ids=["threaded", "not threaded"])
+def test_one_telebot_runs_again_after_a_run(bot_api: FakeBotAPI, threaded: bool) -> None:
+    bot = echo_bot(threaded)
+    for text in ("first", "second"):
+        with run_bot(bot_api, bot) as runner:
+            bot_api.push_message(user_id=1, text=text)
+            runner.wait_idle()
+    assert bot_api.transcript(1)[-1] == "bot: echo: second"
+
+
+def test_a_bot_with_its_own_token_runs_against_the_stand_in(
+    bot_api: FakeBotAPI, run_bot: Any
+) -> None:
+    runner = run_bot(echo_bot(token="987654:the-bots-own-token"))
+    bot_api.push_message(user_id=1, text="hi")
+    runner.wait_idle()
+    assert bot_api.transcript(1) == ["user 1: hi", "bot: echo: hi"]
+
+
+def test_a_bot_file_imports_its_own_modules_and_keeps_typed_sessions(
+    bot_api: FakeBotAPI, run_bot: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "helpers.py").write_text("def greet(name):\n    return f'hello {name}'\n")
+    (tmp_path / "typed_bot.py").write_text(TYPED_BOT)
+    runner = run_bot(tmp_path / "typed_bot.py")
+    for _ in range(2):
+        bot_api.push_message(user_id=3, text="/visit")
+        runner.wait_idle()
+    assert bot_api.transcript(3)[-1] == "bot: hello 3, visit 2"
+
+
+TYPED_BOT = """
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import telebot
+from helpers import greet
+from tgsession import with_session
+
+
+@dataclass
+class Inner:
+    visits: int = 0
+
+
+@dataclass
+class Profile:
+    inner: Inner = field(default_factory=Inner)
+
+
+bot = telebot.TeleBot(os.environ["BOT_TOKEN"])
+
+
+@bot.message_handler(commands=["visit"])
+@with_session(initial=Profile)
+def visit(message, session):
+    session.inner.visits += 1
+    bot.send_message(message.chat.id, f"{greet(message.chat.id)}, visit {session.inner.visits}")
+"""
+
+
+def test_a_bot_file_that_polls_when_imported_is_a_clear_error(
+    bot_api: FakeBotAPI, tmp_path: Path
+) -> None:
+    bot_file = tmp_path / "eager_bot.py"
+    bot_file.write_text(
+        "import os, telebot\nbot = telebot.TeleBot(os.environ['BOT_TOKEN'])\n"
+        "bot.infinity_polling()\n"
+    )
+    with (
+        pytest.raises(RuntimeError, match="starts polling when it is imported"),
+        run_bot(bot_api, bot_file),
+    ):
+        pass
+
+
+def test_an_error_the_bots_exception_handler_handles_is_not_reported(
+    bot_api: FakeBotAPI, run_bot: Any
+) -> None:
+    class Handled(telebot.ExceptionHandler):
+        def handle(self, exception: Exception) -> bool:
+            return True
+
+    bot = echo_bot()
+    bot.exception_handler = Handled()
+    runner = run_bot(bot)
+    bot_api.push_message(user_id=1, text="raise once")
+    runner.wait_idle()  # nothing raised: the bot handled it
+
+
+def test_every_handler_error_is_reported_once_and_leftovers_at_the_end(
+    bot_api: FakeBotAPI,
+) -> None:
+    bot = echo_bot()
+    with pytest.raises(HandlerError, match="raise later"), run_bot(bot_api, bot) as runner:
+        bot_api.push_message(user_id=1, text="raise one")
+        bot_api.push_message(user_id=2, text="raise two")
+        with pytest.raises(HandlerError, match=r"and 1 more"):
+            runner.wait_idle()
+        bot_api.push_message(user_id=1, text="raise later")
+        bot_api.wait_idle()  # the stand-in's wait does not raise: the end of the run does
+
+
+@pytest.mark.parametrize("threaded", [True, False], ids=["threaded", "not threaded"])
+def test_a_handler_that_raises_in_webhook_mode_is_reported_once(
+    bot_api: FakeBotAPI, run_bot: Any, threaded: bool
+) -> None:
+    runner = run_bot(echo_bot(threaded), webhook=True)
+    bot_api.push_message(user_id=1, text="raise in webhook")
+    with pytest.raises(HandlerError, match="raise in webhook"):
+        runner.wait_idle()
+    assert bot_api.pending_updates == 0 and bot_api.dropped_updates == []
+
+
+def test_run_bot_keeps_sessions_out_of_the_working_directory(
+    bot_api: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TGSESSION_DIR", raising=False)
+    for _ in range(2):  # a fresh directory each run: the count starts again
+        with run_bot(bot_api, REPO / "examples" / "counter_bot.py") as runner:
+            bot_api.push_message(user_id=1, text="/count")
+            runner.wait_idle()
+        assert bot_api.transcript(1)[-1] == "bot: count: 1"
+    assert not (tmp_path / ".tgsession").exists()
+
+
+def test_a_second_bot_polling_at_once_is_a_conflict_the_test_hears_of(
+    bot_api: FakeBotAPI,
+) -> None:
+    refused = pytest.raises(HandlerError, match=r"polling was refused.*Conflict")
+    with refused, run_bot(bot_api, echo_bot()), run_bot(bot_api, echo_bot()):
+        time.sleep(1.5)  # both poll: one of them meets the other's long poll
+
+
+def test_faults_on_unknown_methods_are_refused_and_get_updates_can_fail(
+    bot_api: FakeBotAPI,
+) -> None:
+    with pytest.raises(ValueError, match="serves no method 'send_message'"):
+        bot_api.inject_fault("send_message", status=429)
+    bot_api.inject_fault("getUpdates", status=502)
+    with pytest.raises(ApiTelegramException, match="Bad Gateway"):
+        telebot.TeleBot(bot_api.token).get_updates()
+
+
+def test_what_telegram_refuses_is_refused_and_not_recorded(bot_api: FakeBotAPI) -> None:
+    bot = telebot.TeleBot(bot_api.token)
+    pushed = bot_api.push_message(user_id=4, text="mine")
+    with pytest.raises(ApiTelegramException, match="message can't be edited"):
+        bot.edit_message_text("changed", 4, pushed["message"]["message_id"])
+    photo = bot.send_photo(4, "photo-id")
+    with pytest.raises(ApiTelegramException, match="no text in the message to edit"):
+        bot.edit_message_text("caption?", 4, photo.message_id)
+    before = len(bot_api.calls(None))
+    with pytest.raises(ApiTelegramException, match="parameters of sendLocation"):
+        telebot.apihelper._make_request(bot_api.token, "sendLocation", params={"chat_id": 4})
+    assert len(bot_api.calls(None)) == before
+    channel = bot.send_message("@news", "to the channel")
+    assert channel.chat.type == "channel" and bot_api.transcript(channel.chat.id) == [
+        "bot: to the channel"
+    ]
+
+
+def test_a_bot_may_ask_for_its_own_membership(bot_api: FakeBotAPI) -> None:
+    bot = telebot.TeleBot(bot_api.token)
+    bot_api.push_message(user_id=5, text="hi", chat_id=-100)
+    bot_api.member_status[(-100, bot_api.bot_user["id"])] = "administrator"
+    member = bot.get_chat_member(-100, bot_api.bot_user["id"])
+    assert member.status == "administrator" and member.user.is_bot
+
+
+def test_chat_mode_takes_wrong_input_and_switching_users_in_its_stride(tmp_path: Path) -> None:
+    bot_file = tmp_path / "buttons_bot.py"
+    bot_file.write_text(BUTTONS_BOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "tgsession.testing", "chat", str(bot_file)],
+        input="/start\n:press x\n:user abc\n:user 7\n:press 1\n:frobnicate\n",
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[3] == "no button x here" and lines[4].startswith("? type a message")
+    assert lines[5] == "no button 1 here"  # user 7's chat has no buttons
+    assert lines[6].startswith("? ")
+    missing = subprocess.run(
+        [sys.executable, "-m", "tgsession.testing", "chat", str(tmp_path / "nope.py")],
+        input="",
+        capture_output=True,
+        text=True,
+        env=child_env(),
+    )
+    assert missing.returncode == 1 and "no bot file at" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -5,7 +5,7 @@ raises. The update's sessions are then dropped with telebot's ``data`` while sti
 What notices the drop (``__del__``, when telebot lets go of ``data``) may run anywhere, even
 inside one of tgsession's own locks when the garbage collector runs it, so it only queues the
 sessions (SimpleQueue.put is safe there; taking a lock is not). They are discarded, since
-nothing tells whether the handler succeeded, and released by :func:`release`: at once by a
+nothing tells whether the handler succeeded, and released by `release`: at once by a
 thread of its own, and by any update or ``open()`` of this process that needs them.
 """
 

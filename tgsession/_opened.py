@@ -172,7 +172,7 @@ class OpenSession:
         return DELETE if self.delete_if_unchanged and self.stored else None
 
     def save(self, change: Change) -> None:
-        """Apply a change computed by :meth:`change`."""
+        """Apply a change computed by `change`."""
         if change is None:
             return
         action = "delete" if isinstance(change, Delete) else "write"

@@ -78,7 +78,7 @@ def _hint(data: bytes) -> str:
 
 
 def json_values(value: Any, where: str) -> Any:
-    """``value`` as :mod:`json` writes it: every dict key a string, and subclasses of str, int
+    """``value`` as `json` writes it: every dict key a string, and subclasses of str, int
     and float as those types; raise TypeError or ValueError, naming the path from ``where``,
     for a key json would refuse or two keys that would become one."""
     if isinstance(value, dict):
@@ -106,7 +106,7 @@ def json_values(value: Any, where: str) -> Any:
 
 
 def json_key(key: Any, where: str = "the value") -> str:
-    """The string that :mod:`json` writes for the dict key ``key``."""
+    """The string that `json` writes for the dict key ``key``."""
     if isinstance(key, str):
         return str.__str__(key)
     if isinstance(key, bool) or key is None:

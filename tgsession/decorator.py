@@ -69,7 +69,7 @@ def with_session(
       handler receives that type, and type checkers infer it from ``initial``.
     - ``storage``: where sessions live; a process-wide DiskStorage in ``$TGSESSION_DIR`` or
       ``./.tgsession`` by default.
-    - ``get_session_key``: from update to session key; :func:`~tgsession.by_user` by default.
+    - ``get_session_key``: from update to session key; `tgsession.by_user` by default.
     - ``lazy``: open the session (take its lock and load it) only when the handler first
       uses it.
     - ``codec``: turns sessions into bytes; compact JSON by default.
@@ -79,7 +79,7 @@ def with_session(
     - ``ttl``: seconds (or a timedelta) after its last write that a session is gone; the next
       update then starts from ``initial()``. Reading a session does not extend it.
 
-    The returned :class:`~tgsession.SessionManager` also offers ``.open(session_key)`` and
+    The returned `tgsession.SessionManager` also offers ``.open(session_key)`` and
     ``.delete(session_key)`` for scripts.
     """
     return SessionManager(

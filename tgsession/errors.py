@@ -1,6 +1,6 @@
 """Errors that tgsession raises on purpose.
 
-Every one of them derives from :class:`SessionError`, so ``except SessionError`` catches
+Every one of them derives from `SessionError`, so ``except SessionError`` catches
 anything the library itself decided to refuse, and nothing else.
 """
 

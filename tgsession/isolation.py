@@ -67,7 +67,7 @@ class _Batch(threading.local):
 
 
 class Isolation:
-    """What ``isolate(bot)`` installed on one bot; :meth:`undo` removes it."""
+    """What ``isolate(bot)`` installed on one bot; `undo` removes it."""
 
     def __init__(self, bot: Any, get_session_key: KeyStrategy, storage: Storage | None) -> None:
         if getattr(bot, "_tgsession_isolation", None) is not None:
@@ -241,7 +241,7 @@ def isolate(
 ) -> Isolation:
     """Make ``bot`` run the updates of each key one at a time, in the order they arrived.
 
-    - ``get_session_key``: what an update's key is; :func:`~tgsession.by_user` by default.
+    - ``get_session_key``: what an update's key is; `tgsession.by_user` by default.
       Updates without a key run as before.
     - ``storage``: also make each update exclusive across processes and hosts (webhook
       workers), through this storage's lock of the key.

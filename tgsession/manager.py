@@ -61,7 +61,7 @@ def _can_expire(storage: Storage) -> bool:
 class SessionManager(Generic[S]):
     """One kind of session: how it is keyed, created and stored, and how handlers get it.
 
-    ``with_session(...)`` returns one. Decorate handlers with it, or use :meth:`open` in scripts.
+    ``with_session(...)`` returns one. Decorate handlers with it, or use `open` in scripts.
     ``S`` is the type of the sessions, the type that ``initial()`` returns.
     """
 
@@ -263,7 +263,7 @@ class SessionManager(Generic[S]):
 
         It is the session object that the handler holds, if it holds it; otherwise it is
         opened now and held until the outermost running call ends: an isolated update (see
-        :func:`~tgsession.isolate`), so that its filters and its handler see one session,
+        `tgsession.isolate`), so that its filters and its handler see one session,
         loaded once, under one lock. Outside a handler it raises SessionError.
         """
         calls = active_calls()

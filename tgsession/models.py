@@ -1,13 +1,13 @@
 """Session models: what a session is (a dict, a dataclass, a TypedDict or a pydantic model),
 how it becomes the bytes that a storage keeps, and how stored bytes become that type again.
 
-``initial()`` decides the model: a dict gives :class:`~tgsession.Session` (a dict), or a
+``initial()`` decides the model: a dict gives `tgsession.Session` (a dict), or a
 ``TypedDict`` if ``initial`` is one or is annotated to return one; a dataclass instance gives
 that dataclass; anything with pydantic v2's ``model_dump`` and ``model_validate_json`` gives
 that model (pydantic itself stays optional). Dataclasses and TypedDicts are converted by
 msgspec, pydantic models by pydantic.
 
-A session must survive the trip through its bytes unchanged: :meth:`SessionModel.read`
+A session must survive the trip through its bytes unchanged: `SessionModel.read`
 rebuilds it from stored data and refuses data that the type would not save back the same (a
 field it does not know, a value it would convert), and the manager reads back what
 initial() returns and every session it saves, so that no session is stored that cannot be
@@ -106,11 +106,11 @@ class SessionModel:
     def from_json(self, data: bytes) -> Any | None:
         """The session that ``data``, bytes of the default JSON codec, holds, if they are
         exactly what saving that session writes; otherwise None, and the caller takes the
-        general path (decode, migrate, :meth:`load`)."""
+        general path (decode, migrate, `load`)."""
         return None
 
     def reread(self, data: bytes) -> Any:
-        """The session that ``data``, just made by :meth:`to_json`, holds; or raise Misfit."""
+        """The session that ``data``, just made by `to_json`, holds; or raise Misfit."""
         return self.read(self.migrations.migrate("", _decode(data)))
 
     def build(self, data: dict[str, Any]) -> Any:
@@ -163,7 +163,7 @@ _JSON = JSONCodec()  # for dicts of JSON values: writes non-str keys as json wri
 
 
 class DictModel(SessionModel):
-    """Sessions that are dicts of JSON values: a :class:`Session`."""
+    """Sessions that are dicts of JSON values: a `Session`."""
 
     type = Session
     stand_in = LazySession
@@ -223,7 +223,7 @@ def _not_json(value: Any, where: str) -> str | None:
 
     Tuples (which come back as lists), non-str keys that json writes as strings, and
     subclasses of str and int (which come back as the base type) are JSON values here, as
-    they are to :mod:`json`.
+    they are to `json`.
     """
     if isinstance(value, str):
         try:
@@ -495,7 +495,7 @@ class DataclassModel(_MsgspecModel):
 
 
 class TypedDictModel(_MsgspecModel):
-    """Sessions that are dicts shaped by one ``TypedDict``: a :class:`Session` whose values
+    """Sessions that are dicts shaped by one ``TypedDict``: a `Session` whose values
     are converted by the TypedDict's annotations."""
 
     stand_in = LazySession

@@ -2,13 +2,13 @@
 
 ``TeleBot(token, state_storage=StateStorage())`` keeps each user's state and data as a JSON
 session, on disk by default or in Redis, and every operation holds that session's lock.
-Inside an isolated update (see :func:`~tgsession.isolate`) the state is opened once, by the
+Inside an isolated update (see `tgsession.isolate`) the state is opened once, by the
 first operation (typically a ``state=`` filter), and held until the update ends: the filter's
 ``get_state``, the handler's ``set_state`` and ``retrieve_data`` and the save are one atomic
 update. Elsewhere each operation is one locked read or change.
 
-Existing telebot states can be brought over once, explicitly: :meth:`StateStorage.import_redis`
-from a ``StateRedisStorage`` prefix, :meth:`StateStorage.import_pickle` from a
+Existing telebot states can be brought over once, explicitly: `StateStorage.import_redis`
+from a ``StateRedisStorage`` prefix, `StateStorage.import_pickle` from a
 ``StatePickleStorage`` file (which has to be unpickled: only for a file you trust).
 """
 

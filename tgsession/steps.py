@@ -5,7 +5,7 @@ message depends on where the user is. Kept in memory (telebot's next-step handle
 place is lost at every restart and unknown to other webhook workers; kept in a session and
 decided by a filter before any lock, it is raced by the user's next message. Here it lives in
 a session of its own and is decided under that session's lock, in an isolated update (see
-:func:`~tgsession.isolate`), so one decision and its change are one atomic update.
+`tgsession.isolate`), so one decision and its change are one atomic update.
 
 The session holds ``{"step": name, "data": {...}, "until": timestamp}``: the step's name,
 never a function, so it survives restarts and is shared by every process on the store.
@@ -70,8 +70,6 @@ class Step:
 class Steps:
     """A conversation in steps on one bot: declare its steps, its entry and its commands.
 
-    ::
-
         signup = Steps(bot, "signup")
 
         @signup.entry(commands=["signup"])
@@ -93,7 +91,7 @@ class Steps:
         def cancel(message, step):
             step.end()
 
-    The bot is isolated (:func:`~tgsession.isolate`) if it is not yet, with the same key
+    The bot is isolated (`tgsession.isolate`) if it is not yet, with the same key
     strategy and storage, so each user's updates are routed one at a time, in order.
     """
 

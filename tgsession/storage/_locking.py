@@ -1,6 +1,6 @@
 """Pieces the storages' locks share: per-key thread locks, polling backoff, timeout errors.
 
-Every storage puts a :class:`KeyedLocks` in front of its own cross-process lock, so that the
+Every storage puts a `KeyedLocks` in front of its own cross-process lock, so that the
 worker threads of one bot queue on a plain ``threading.Lock`` (no polling, no round trip to the
 store) and only one thread per key and process ever competes for the store's lock.
 """

@@ -213,7 +213,7 @@ class RedisStorage:
     """Sessions in Redis, shared by any number of processes on any number of hosts.
 
     Locks carry an owner token: only their owner renews or releases them, and a save is
-    refused (:class:`~tgsession.SessionLockLost`) if the lock expired and another holder may
+    refused (`tgsession.SessionLockLost`) if the lock expired and another holder may
     have written since.
     """
 

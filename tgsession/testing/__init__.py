@@ -1,7 +1,5 @@
 """Testing telebot bots offline: a loopback stand-in of the Bot API, and a runner for bots.
 
-::
-
     from tgsession.testing import FakeBotAPI, run_bot
 
     def test_count():  # or take the pytest fixtures bot_api and run_bot

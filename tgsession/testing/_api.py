@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import re
 import sys
 import threading
 import time
@@ -29,6 +31,14 @@ from ._methods import APIError
 from ._transcript import Event, render
 
 _LONG_POLL_CAP = 5.0  # longest getUpdates wait, so that tests never block for long
+_DELIVERY_ATTEMPTS = 5  # posts of one update to a webhook that fails, before it is dropped
+
+# Any well-formed token is accepted, so that a bot built with its own token constant runs
+# against the stand-in unchanged (and never reaches Telegram: the stand-in is all it talks to).
+_TOKEN = re.compile(r"bot\d+:[A-Za-z0-9_-]+")
+
+
+logger = logging.getLogger("tgsession")
 
 
 class _Server(ThreadingHTTPServer):
@@ -66,20 +76,20 @@ class Query:
 class FakeBotAPI:
     """A Bot API stand-in on 127.0.0.1 that queues updates and records what the bot does.
 
-    ::
-
         with FakeBotAPI() as api:
             api.install()  # point telebot at it
-            with run_bot(api, bot):  # or poll the bot yourself
+            with run_bot(api, bot) as runner:
                 api.push_message(user_id=1, text="/count")
-                api.wait_idle()
+                runner.wait_idle()  # raises HandlerError if a handler raised
                 assert api.transcript(1) == ["user 1: /count", "bot: count: 1"]
+
+    A bot polled by other means than run_bot is waited for by silence (see wait_idle).
     """
 
-    token = "123456789:TEST-token-for-the-loopback-stand-in"
+    token = "123456789:TEST-token-for-the-loopback-stand-in"  # any id:secret token is served
 
     def __init__(self, *, bot_id: int = 123456789, bot_username: str = "tgsession_test_bot"):
-        """Prepare the stand-in; :meth:`start` (or ``with``) serves it on a free port."""
+        """Prepare the stand-in; `start` (or ``with``) serves it on a free port."""
         self.bot_user: dict[str, Any] = {
             "id": bot_id,
             "is_bot": True,
@@ -91,6 +101,7 @@ class FakeBotAPI:
         self._events: list[Event] = []
         self._messages: dict[tuple[int, int], dict[str, Any]] = {}  # (chat, id): message
         self._chats: dict[int, dict[str, Any]] = {}
+        self._usernames: dict[str, int] = {}  # a channel's @username: the id it was given
         self._users: dict[int, dict[str, Any]] = {}
         self._queries: dict[str, Query] = {}
         self.member_status: dict[tuple[int, int], str] = {}  # (chat, user): getChatMember's
@@ -102,6 +113,9 @@ class FakeBotAPI:
         self._query_ids = itertools.count(1)
         self._busy = 0  # requests being answered, long polls aside
         self._wakes = 0  # how many times wake_pollers() ended the long polls under way
+        self._polling = 0  # getUpdates calls under way: Telegram serves one at a time
+        self.polling_errors: list[Exception] = []  # what run_bot's polling was refused
+        self.dropped_updates: list[dict[str, Any]] = []  # a webhook failed them every time
         self._last_activity = time.monotonic()
         self._probes: list[Callable[[], int]] = []  # work a runner sees the bot doing
         self._webhook: dict[str, Any] | None = None
@@ -134,7 +148,7 @@ class FakeBotAPI:
         return self
 
     def stop(self) -> None:
-        """Stop serving, wake every pending getUpdates, and undo :meth:`install`."""
+        """Stop serving, wake every pending getUpdates, and undo `install`."""
         with self._changed:
             self._closing = True
             self._changed.notify_all()
@@ -167,7 +181,7 @@ class FakeBotAPI:
         return self.base_url + "/bot{0}/{1}"
 
     def install(self) -> None:
-        """Point telebot at the stand-in (``telebot.apihelper.API_URL``) until :meth:`stop`."""
+        """Point telebot at the stand-in (``telebot.apihelper.API_URL``) until `stop`."""
         if not self._installed:
             self._saved_api_url = telebot.apihelper.API_URL
             self._installed = True
@@ -340,7 +354,7 @@ class FakeBotAPI:
             return [m for (chat, _), m in sorted(self._messages.items()) if chat == chat_id]
 
     def query(self, update_or_id: dict[str, Any] | str) -> Query:
-        """The query that :meth:`push_callback` or :meth:`push_inline_query` queued (give what
+        """The query that `push_callback` or `push_inline_query` queued (give what
         it returned, or the query id), with the bot's answer to that query and no other."""
         if isinstance(update_or_id, dict):
             pushed = update_or_id.get("callback_query") or update_or_id.get("inline_query")
@@ -365,6 +379,12 @@ class FakeBotAPI:
         seconds. A refused call is not performed, recorded, nor in the transcript."""
         if status is None and not delay:
             raise ValueError("give a status, a delay, or both")
+        known = {**_ACTIONS, **_methods.ACTIONS}
+        if method is not None and method.lower() not in known:
+            raise ValueError(
+                f"the stand-in serves no method {method!r}: give a Bot API method name "
+                "(sendMessage, getUpdates...), or None for any method but getUpdates"
+            )
         if status is not None and not 400 <= status <= 599:
             raise ValueError(f"status must be an HTTP error status (400-599), got {status}")
         with self._changed:
@@ -373,11 +393,9 @@ class FakeBotAPI:
             )
 
     def _fault_for(self, method: str) -> _Fault | None:
-        if method == "getupdates":
-            return None
         with self._changed:
             for fault in self._faults:
-                if fault.method in (None, method):
+                if fault.method == method or (fault.method is None and method != "getupdates"):
                     fault.times -= 1
                     if fault.times <= 0:
                         self._faults.remove(fault)
@@ -387,7 +405,7 @@ class FakeBotAPI:
     # -- idleness ---------------------------------------------------------------------------
 
     def add_probe(self, probe: Callable[[], int]) -> None:
-        """Count ``probe()`` (how much work a runner sees the bot doing) in :meth:`wait_idle`."""
+        """Count ``probe()`` (how much work a runner sees the bot doing) in `wait_idle`."""
         self._probes.append(probe)
 
     def remove_probe(self, probe: Callable[[], int]) -> None:
@@ -404,7 +422,7 @@ class FakeBotAPI:
     def wait_idle(self, timeout: float = 10.0, settle: float = 0.05) -> None:
         """Wait until the bot has taken every pushed update and is doing nothing: no update
         pending, no call under way, no handler running (as far as a runner can see: with
-        :func:`run_bot`, handlers exactly; a bot polled by other means, by ``settle`` seconds
+        `run_bot`, handlers exactly; a bot polled by other means, by ``settle`` seconds
         of silence). Raise TimeoutError after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -413,11 +431,17 @@ class FakeBotAPI:
                 if self._quiet() and now - self._last_activity >= settle:
                     return
                 if now >= deadline:
+                    working = sum(probe() for probe in self._probes)
                     raise TimeoutError(
                         f"the bot was not idle after {timeout} s: {len(self._updates)} updates "
-                        f"pending, {self._busy} calls under way"
+                        f"pending, {self._busy} calls under way, {working} handlers running"
                     )
                 self._changed.wait(min(settle, deadline - now))
+
+    def note_polling_error(self, error: Exception) -> None:
+        """Keep an error that a runner's getUpdates met (a fault, a conflict)."""
+        with self._changed:
+            self.polling_errors.append(error)
 
     def wake_pollers(self) -> None:
         """End the getUpdates long polls under way now, with no updates (a bot that is
@@ -468,7 +492,8 @@ class FakeBotAPI:
 
     def _deliver(self) -> None:
         """Post queued updates to the webhook, one at a time and in order, as Telegram does;
-        a post that fails is retried."""
+        a post that fails is retried, up to _DELIVERY_ATTEMPTS times."""
+        attempts: dict[int, int] = {}
         while True:
             with self._changed:
                 while not self._closing and (self._webhook is None or not self._updates):
@@ -483,8 +508,17 @@ class FakeBotAPI:
             finally:
                 with self._changed:
                     self._delivering -= 1
-                    if delivered and self._updates and self._updates[0] is update:
-                        self._updates.pop(0)
+                    attempts[update["update_id"]] = attempts.get(update["update_id"], 0) + 1
+                    if self._updates and self._updates[0] is update:
+                        if delivered:
+                            self._updates.pop(0)
+                        elif attempts[update["update_id"]] >= _DELIVERY_ATTEMPTS:
+                            self.dropped_updates.append(self._updates.pop(0))
+                            logger.warning(
+                                "the webhook failed update %s %d times: it is dropped",
+                                update["update_id"],
+                                _DELIVERY_ATTEMPTS,
+                            )
                     self._last_activity = time.monotonic()
                     self._changed.notify_all()
             if not delivered:
@@ -496,7 +530,7 @@ class FakeBotAPI:
         url = urlsplit(request.path)
         parts = url.path.strip("/").split("/")
         params = _methods.parameters(request, url.query)
-        if len(parts) != 2 or parts[0] != "bot" + self.token:
+        if len(parts) != 2 or not _TOKEN.fullmatch(parts[0]):
             self._reply(request, 401, APIError(401, "Unauthorized").payload())
             return
         method = parts[1]
@@ -523,6 +557,11 @@ class FakeBotAPI:
             except APIError as error:
                 self._reply(request, error.status, error.payload())
                 return
+            except (KeyError, ValueError, TypeError, AttributeError) as error:
+                # A parameter missing or malformed: Telegram says so, it does not hang up.
+                what = f"Bad Request: parameters of {method} are missing or malformed ({error!r})"
+                self._reply(request, 400, APIError(400, what).payload())
+                return
             self._reply(request, 200, {"ok": True, "result": result})
         finally:
             if not polling:
@@ -541,7 +580,7 @@ class FakeBotAPI:
         request.wfile.write(data)
 
     def record(self, method: str, params: dict[str, Any]) -> None:
-        """Record a call of ``method`` that was performed (for :meth:`calls`)."""
+        """Record a call of ``method`` that was performed (for `calls`)."""
         with self._changed:
             self._calls.append({"method": method, **params})
             self._changed.notify_all()
@@ -565,6 +604,21 @@ class FakeBotAPI:
         offset = int(params.get("offset", 0))
         limit = int(params.get("limit", 100))
         deadline = time.monotonic() + min(float(params.get("timeout", 0)), _LONG_POLL_CAP)
+        with self._changed:
+            if self._polling:
+                raise APIError(
+                    409,
+                    "Conflict: terminated by other getUpdates request; make sure that only one "
+                    "bot instance is running",
+                )
+            self._polling += 1
+        try:
+            return self._updates_after(offset, limit, deadline)
+        finally:
+            with self._changed:
+                self._polling -= 1
+
+    def _updates_after(self, offset: int, limit: int, deadline: float) -> list[dict[str, Any]]:
         with self._changed:
             # An offset confirms every update before it, as on the real Bot API; a negative
             # one keeps the last -offset updates and forgets the others.

@@ -83,6 +83,19 @@ def _int(params: dict[str, Any], name: str) -> int:
         raise APIError(400, f"Bad Request: {name} is missing or not a number") from None
 
 
+def _chat_id(api: FakeBotAPI, params: dict[str, Any]) -> int:
+    """The chat a call names: its id, or a channel's @username (given an id of its own)."""
+    value = params.get("chat_id")
+    if isinstance(value, str) and value.startswith("@"):
+        with api._changed:
+            known = api._usernames.setdefault(value, -1_000_000_000_000 - len(api._usernames))
+            api._chats.setdefault(
+                known, {"id": known, "type": "channel", "title": value[1:], "username": value[1:]}
+            )
+        return known
+    return _int(params, "chat_id")
+
+
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
@@ -102,8 +115,8 @@ def _chat(api: FakeBotAPI, chat_id: int) -> dict[str, Any]:
 
 def _sent(api: FakeBotAPI, method: str, kind: str, params: dict[str, Any], **content: Any) -> Any:
     """Perform a send: a new bot message in the chat, recorded and in the transcript."""
+    chat_id = _chat_id(api, params)
     api.record(method, params)
-    chat_id = _int(params, "chat_id")
     message: dict[str, Any] = {
         "message_id": next(api._message_ids),
         "from": api.bot_user,
@@ -114,11 +127,24 @@ def _sent(api: FakeBotAPI, method: str, kind: str, params: dict[str, Any], **con
     markup = _json(params.get("reply_markup"))
     if markup and "inline_keyboard" in markup:
         message["reply_markup"] = markup
+    replied = _replied(api, chat_id, params)
+    if replied is not None:
+        message["reply_to_message"] = replied
     with api._changed:
         api._messages[(chat_id, message["message_id"])] = message
     text = content.get("text") or content.get("caption") or ""
     api._log(Event(chat_id, None, kind, text, message["message_id"], params, _buttons(params)))
     return message
+
+
+def _replied(api: FakeBotAPI, chat_id: int, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The message a send replies to (reply_to_message_id, or reply_parameters)."""
+    reply = _json(params.get("reply_parameters")) or {}
+    message_id = params.get("reply_to_message_id") or reply.get("message_id")
+    if message_id is None:
+        return None
+    with api._changed:
+        return api._messages.get((chat_id, int(message_id)))
 
 
 def _send_message(api: FakeBotAPI, params: dict[str, Any]) -> Any:
@@ -151,8 +177,8 @@ def _send_media_group(api: FakeBotAPI, params: dict[str, Any]) -> Any:
     media = _json(params.get("media")) or []
     if not 2 <= len(media) <= 10:
         raise APIError(400, "Bad Request: a media group has 2 to 10 items")
+    chat_id = _chat_id(api, params)
     api.record("sendMediaGroup", params)
-    chat_id = _int(params, "chat_id")
     messages = []
     group = str(next(_file_ids))
     for item in media:
@@ -182,6 +208,7 @@ def _send_media_group(api: FakeBotAPI, params: dict[str, Any]) -> Any:
 
 def _send_location(api: FakeBotAPI, params: dict[str, Any]) -> Any:
     where = {"latitude": float(params["latitude"]), "longitude": float(params["longitude"])}
+    _chat_id(api, params)
     api.record("sendLocation", params)
     text = f"{where['latitude']}, {where['longitude']}"
     message = _sent_quietly(api, params, location=where)
@@ -191,6 +218,7 @@ def _send_location(api: FakeBotAPI, params: dict[str, Any]) -> Any:
 
 def _send_contact(api: FakeBotAPI, params: dict[str, Any]) -> Any:
     contact = {"phone_number": str(params["phone_number"]), "first_name": str(params["first_name"])}
+    _chat_id(api, params)
     api.record("sendContact", params)
     message = _sent_quietly(api, params, contact=contact)
     text = f"{contact['first_name']} {contact['phone_number']}"
@@ -200,7 +228,7 @@ def _send_contact(api: FakeBotAPI, params: dict[str, Any]) -> Any:
 
 def _sent_quietly(api: FakeBotAPI, params: dict[str, Any], **content: Any) -> dict[str, Any]:
     """A new bot message in the chat, neither recorded nor logged (the caller does)."""
-    chat_id = _int(params, "chat_id")
+    chat_id = _chat_id(api, params)
     message = {
         "message_id": next(api._message_ids),
         "from": api.bot_user,
@@ -214,7 +242,7 @@ def _sent_quietly(api: FakeBotAPI, params: dict[str, Any], **content: Any) -> di
 
 
 def _existing(api: FakeBotAPI, params: dict[str, Any], verb: str) -> dict[str, Any]:
-    key = (_int(params, "chat_id"), _int(params, "message_id"))
+    key = (_chat_id(api, params), _int(params, "message_id"))
     with api._changed:
         message = api._messages.get(key)
     if message is None:
@@ -230,6 +258,10 @@ def _edit(field: str, method: str, kind: str) -> Action:
             api.record(method, params)
             return True
         message = _existing(api, params, "edit")
+        if message.get("from", {}).get("id") != api.bot_user["id"]:
+            raise APIError(400, "Bad Request: message can't be edited")
+        if field == "text" and "text" not in message:
+            raise APIError(400, "Bad Request: there is no text in the message to edit")
         changed = dict(message)
         if field:
             changed[field] = str(params.get(field, ""))
@@ -293,16 +325,16 @@ def _answer(kind: str, method: str) -> Action:
 
 
 def _send_chat_action(api: FakeBotAPI, params: dict[str, Any]) -> Any:
+    chat_id = _chat_id(api, params)
     api.record("sendChatAction", params)
-    chat_id = _int(params, "chat_id")
     action = str(params.get("action", "")).replace("_", " ")
     api._log(Event(chat_id, None, "action", action, None, params))
     return True
 
 
 def _get_chat(api: FakeBotAPI, params: dict[str, Any]) -> Any:
+    chat_id = _chat_id(api, params)
     api.record("getChat", params)
-    chat_id = _int(params, "chat_id")
     with api._changed:
         chat = api._chats.get(chat_id)
     if chat is None:
@@ -311,10 +343,10 @@ def _get_chat(api: FakeBotAPI, params: dict[str, Any]) -> Any:
 
 
 def _get_chat_member(api: FakeBotAPI, params: dict[str, Any]) -> Any:
+    chat_id, user_id = _chat_id(api, params), _int(params, "user_id")
     api.record("getChatMember", params)
-    chat_id, user_id = _int(params, "chat_id"), _int(params, "user_id")
     with api._changed:
-        user = api._users.get(user_id)
+        user = api.bot_user if user_id == api.bot_user["id"] else api._users.get(user_id)
         status = api.member_status.get((chat_id, user_id), "member")
     if user is None:
         raise APIError(400, "Bad Request: user not found")

@@ -1,41 +1,54 @@
 """Running a telebot bot against FakeBotAPI: by polling, or through a webhook server of its own.
 
 The runner counts the bot's work as it happens (each dispatch of updates, each handler task
-given to telebot's worker threads), so that ``FakeBotAPI.wait_idle`` knows when handlers are
-done rather than guessing from silence, and it raises a handler's exception in the test.
+given to telebot's worker threads), so that ``wait_idle`` knows when handlers are done rather
+than guessing from silence, and raises in the test what a handler raised. It polls as telebot's
+own polling does (``getUpdates``, then ``process_new_updates``), without the pause that
+``infinity_polling`` takes after an error, and leaves the bot as it found it, ready to run
+again.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import json
 import os
-import runpy
-import secrets
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
 import telebot
 
+from ..storage.disk import forget_default_storage
 from ._api import FakeBotAPI
 
 
 class HandlerError(AssertionError):
-    """A handler of the bot under test raised: its exception is the cause."""
+    """The bot under test failed: a handler raised (its exception is the cause), or its
+    polling met another bot polling the same stand-in (409 Conflict)."""
+
+
+def _conflict(error: BaseException) -> bool:
+    return getattr(error, "error_code", None) == 409
 
 
 class BotRunner:
-    """A bot running against a stand-in until :meth:`stop`; see :func:`run_bot`."""
+    """A bot running against a stand-in until `stop`; see `run_bot`."""
 
     def __init__(self, api: FakeBotAPI, bot: telebot.TeleBot, *, webhook: bool = False) -> None:
         self.api, self.bot, self.webhook = api, bot, webhook
-        self.errors: list[BaseException] = []
-        self._reported = 0
+        self.errors: list[BaseException] = []  # what handlers raised and nothing handled
+        self.reported = 0  # how many of them wait_idle() has raised
         self._work = 0
         self._guard = threading.Lock()
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._server: ThreadingHTTPServer | None = None
         self._restore: list[Callable[[], None]] = []
@@ -43,16 +56,20 @@ class BotRunner:
     # -- counting the bot's work ------------------------------------------------------------
 
     def _tracked(self, task: Callable[..., Any]) -> Callable[..., Any]:
-        """``task``, counted as work from now until it returns, its exception kept."""
+        """``task``, counted as work from now until it returns; what it raises is handled
+        as telebot would (its exception_handler), else kept for wait_idle()."""
         with self._guard:
             self._work += 1
 
         def run(*args: Any, **kwargs: Any) -> Any:
             try:
                 return task(*args, **kwargs)
-            except BaseException as error:
+            except Exception as error:
+                handler = self.bot.exception_handler
+                if handler is not None and handler.handle(error):  # type: ignore[no-untyped-call]
+                    return None  # handled by the bot, as telebot would have had it
                 self.errors.append(error)
-                raise
+                return None  # reported by wait_idle(); telebot's own reaction would stall
             finally:
                 with self._guard:
                     self._work -= 1
@@ -85,32 +102,46 @@ class BotRunner:
                 ),
             )
         self.api.add_probe(self._busy)
+        self._restore.append(lambda: self.api.remove_probe(self._busy))
         if self.webhook:
             self._serve_webhook()
         else:
-            self._thread = threading.Thread(
-                target=bot.infinity_polling,
-                kwargs={"timeout": 10, "long_polling_timeout": 1, "logger_level": None},
-                name="run_bot polling",
-                daemon=True,
-            )
+            self._thread = threading.Thread(target=self._poll, name="run_bot polling", daemon=True)
             self._thread.start()
         return self
 
+    def _poll(self) -> None:
+        """Fetch updates and dispatch them, as telebot's polling does, until stop()."""
+        bot = self.bot
+        while not self._stopping.is_set():
+            try:
+                updates = bot.get_updates(
+                    offset=(bot.last_update_id or 0) + 1, timeout=1, long_polling_timeout=1
+                )
+            except Exception as error:  # the stand-in refused (an injected fault, a 409)
+                self.api.note_polling_error(error)
+                if _conflict(error) and not any(_conflict(e) for e in self.errors):
+                    self.errors.append(error)  # another bot polls too: say so, once
+                self._stopping.wait(0.05)
+                continue
+            if updates and not self._stopping.is_set():
+                bot.process_new_updates(updates)
+
     def _serve_webhook(self) -> None:
-        bot, secret = self.bot, secrets.token_urlsafe(16)
+        runner, secret = self, next(_secrets)
 
         class Hook(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 # What a bot's webhook route does: check the secret, hand the update to
-                # telebot, answer 200 at once (the handlers run in telebot's threads).
+                # telebot, answer. A handler that raised is reported by wait_idle().
                 if self.headers.get("X-Telegram-Bot-Api-Secret-Token") != secret:
                     self.send_response(403)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 update = telebot.types.Update.de_json(json.loads(body))  # type: ignore[no-untyped-call]
-                bot.process_new_updates([update])
+                runner.bot.process_new_updates([update])
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -118,13 +149,12 @@ class BotRunner:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", 0), Hook)
         threading.Thread(
             target=self._server.serve_forever, name="run_bot webhook", daemon=True
         ).start()
         port = self._server.server_address[1]
-        bot.set_webhook(f"http://127.0.0.1:{port}/webhook", secret_token=secret)
+        self.bot.set_webhook(f"http://127.0.0.1:{port}/webhook", secret_token=secret)
 
     # -- using it ---------------------------------------------------------------------------
 
@@ -132,55 +162,84 @@ class BotRunner:
         """Wait until the bot is idle (see FakeBotAPI.wait_idle); raise HandlerError if a
         handler raised since the last wait."""
         self.api.wait_idle(timeout)
-        if len(self.errors) > self._reported:
-            error = self.errors[self._reported]
-            self._reported = len(self.errors)
-            raise HandlerError(f"a handler raised {type(error).__name__}: {error}") from error
+        self.raise_errors()
+
+    def raise_errors(self) -> None:
+        """Raise HandlerError for what handlers raised since the last report, if anything."""
+        new = self.errors[self.reported :]
+        self.reported = len(self.errors)
+        if new:
+            more = f" (and {len(new) - 1} more, in runner.errors)" if len(new) > 1 else ""
+            what = "the bot's polling was refused" if _conflict(new[0]) else "a handler raised"
+            raise HandlerError(f"{what}: {type(new[0]).__name__}: {new[0]}{more}") from new[0]
 
     def stop(self) -> None:
-        """Stop polling (or serving the webhook), wait for running handlers, undo the
-        wrapping. Stopping a stopped runner does nothing."""
+        """Stop polling (or serving the webhook) and wait for the running handlers; the bot
+        can be run again. Stopping a stopped runner does nothing."""
         if not self._restore:
             return
+        self._stopping.set()
         if self._server is not None:
             self.bot.remove_webhook()
             self._server.shutdown()
             self._server.server_close()
             self._server = None
         if self._thread is not None:
-            self.bot.stop_polling()  # type: ignore[no-untyped-call]
             self.api.wake_pollers()
-            self.bot.stop_bot()  # type: ignore[no-untyped-call]  # waits for running handlers
             self._thread.join(15)
             self._thread = None
-        elif self.bot.threaded:
-            self.bot.worker_pool.close()  # type: ignore[no-untyped-call]
-        self.api.remove_probe(self._busy)
+        deadline = time.monotonic() + 30
+        while self._busy() and time.monotonic() < deadline:  # the handlers still running
+            time.sleep(0.01)
         for restore in reversed(self._restore):
             restore()
         self._restore.clear()
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # the library never prints; a failed post is retried by the stand-in
+
+
+_secrets = (f"secret-{n}" for n in itertools.count(1))
+_loads = itertools.count(1)
+
+
 def load_bot(path: str | os.PathLike[str], api: FakeBotAPI) -> telebot.TeleBot:
-    """Run the bot file at ``path`` as a module (not as ``__main__``, so that its
-    ``if __name__ == "__main__": bot.infinity_polling()`` does not run) with ``BOT_TOKEN``,
-    ``TELEGRAM_TOKEN`` and ``TELEGRAM_API_URL`` pointing at ``api``; return its TeleBot."""
-    saved = {name: os.environ.get(name) for name in _ENVIRONMENT}
+    """Import the bot file at ``path`` as a module (not as ``__main__``, so that its
+    ``if __name__ == "__main__": bot.infinity_polling()`` does not run), with its directory
+    on ``sys.path`` and ``BOT_TOKEN``, ``TELEGRAM_TOKEN`` and ``TELEGRAM_API_URL`` pointing at
+    ``api``; return its TeleBot."""
+    path = Path(os.fspath(path)).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"no bot file at {path}")
+    if str(path.parent) not in sys.path:  # as `python bot.py` would: its modules import
+        sys.path.insert(0, str(path.parent))
+    name = f"tgsession_bot_{next(_loads)}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"{path} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # kept: annotations and pickles find their module by name
+    saved = {variable: os.environ.get(variable) for variable in _ENVIRONMENT}
     os.environ.update(BOT_TOKEN=api.token, TELEGRAM_TOKEN=api.token, TELEGRAM_API_URL=api.base_url)
     try:
-        names = runpy.run_path(str(path), run_name="__tgsession_bot__")
+        with _no_polling(path):
+            spec.loader.exec_module(module)
     finally:
-        for name, value in saved.items():
+        for variable, value in saved.items():
             if value is None:
-                os.environ.pop(name, None)
+                os.environ.pop(variable, None)
             else:
-                os.environ[name] = value
+                os.environ[variable] = value
     api.install()  # a file that set telebot.apihelper.API_URL itself is pointed back here
-    bots = [value for value in names.values() if isinstance(value, telebot.TeleBot)]
+    bots = [value for value in vars(module).values() if isinstance(value, telebot.TeleBot)]
     if len(bots) != 1:
         raise ValueError(
-            f"{path} defines {len(bots)} TeleBot objects at module level; run_bot needs "
-            "exactly one (pass the TeleBot itself instead)"
+            f"{path} defines {len(bots)} TeleBot objects at module level; a bot file for "
+            "run_bot defines exactly one (or pass the TeleBot itself)"
         )
     return bots[0]
 
@@ -189,17 +248,65 @@ _ENVIRONMENT = ("BOT_TOKEN", "TELEGRAM_TOKEN", "TELEGRAM_API_URL")
 
 
 @contextmanager
+def _no_polling(path: Path) -> Iterator[None]:
+    """While the file loads, polling raises instead of blocking forever."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(
+            f"{path.name} starts polling when it is imported: put bot.infinity_polling() "
+            'under if __name__ == "__main__": so that tests can import it'
+        )
+
+    methods = ("infinity_polling", "polling")
+    saved = {method: getattr(telebot.TeleBot, method) for method in methods}
+    for method in methods:
+        setattr(telebot.TeleBot, method, refuse)
+    try:
+        yield
+    finally:
+        for method, original in saved.items():
+            setattr(telebot.TeleBot, method, original)
+
+
+@contextmanager
+def sessions_in(directory: str | os.PathLike[str]) -> Iterator[None]:
+    """Point the default session store (``$TGSESSION_DIR``) at ``directory`` for the block."""
+    saved = os.environ.get("TGSESSION_DIR")
+    os.environ["TGSESSION_DIR"] = os.fspath(directory)
+    forget_default_storage()
+    try:
+        yield
+    finally:
+        forget_default_storage()
+        if saved is None:
+            os.environ.pop("TGSESSION_DIR", None)
+        else:
+            os.environ["TGSESSION_DIR"] = saved
+
+
+@contextmanager
 def run_bot(
-    api: FakeBotAPI, bot: telebot.TeleBot | str | os.PathLike[str], *, webhook: bool = False
+    api: FakeBotAPI,
+    bot: telebot.TeleBot | str | os.PathLike[str],
+    *,
+    webhook: bool = False,
+    sessions: str | os.PathLike[str] | None = None,
 ) -> Iterator[BotRunner]:
     """Run ``bot`` (a TeleBot, or the path of a bot file) against ``api`` for the block:
     polling, or with ``webhook=True`` through a webhook server on 127.0.0.1 that the stand-in
-    posts updates to. Leaving the block stops it and waits for its running handlers."""
+    posts updates to. Sessions of managers without a storage go to ``sessions`` (default: a
+    fresh directory, removed afterwards). Leaving the block stops the bot, waits for its
+    running handlers, and raises HandlerError for what they raised and no wait reported."""
     api.install()
-    if isinstance(bot, (str, Path)):
-        bot = load_bot(bot, api)
-    runner = BotRunner(api, bot, webhook=webhook).start()  # type: ignore[arg-type]
-    try:
-        yield runner
-    finally:
-        runner.stop()
+    with ExitStack() as stack:
+        if sessions is None:
+            sessions = stack.enter_context(tempfile.TemporaryDirectory(prefix="tgsession-test-"))
+        stack.enter_context(sessions_in(sessions))
+        if not isinstance(bot, telebot.TeleBot):
+            bot = load_bot(bot, api)
+        runner = BotRunner(api, bot, webhook=webhook).start()
+        try:
+            yield runner
+        finally:
+            runner.stop()
+        runner.raise_errors()

@@ -5,8 +5,6 @@
   ``bot_api`` until the test ends, with its default sessions in a fresh directory; it returns
   a BotRunner, whose ``wait_idle()`` raises if a handler raised.
 
-::
-
     def test_count(bot_api, run_bot):
         bot = run_bot("examples/counter_bot.py")
         bot_api.push_message(user_id=1, text="/count")
@@ -25,7 +23,6 @@ from typing import Any, Callable
 import pytest
 import telebot
 
-from ..storage.disk import forget_default_storage
 from ._api import FakeBotAPI
 from ._runner import BotRunner
 from ._runner import run_bot as running
@@ -41,22 +38,13 @@ def bot_api() -> Iterator[FakeBotAPI]:
 
 @pytest.fixture(name="run_bot")
 def run_bot_fixture(bot_api: FakeBotAPI, tmp_path: Path) -> Iterator[Callable[..., BotRunner]]:
-    """Run a TeleBot or a bot file against ``bot_api`` until the test ends."""
+    """Run a TeleBot or a bot file against ``bot_api`` until the test ends; every bot of the
+    test keeps its default sessions in one fresh directory (so a restart finds them)."""
     sessions = tmp_path / "tgsession-sessions"
-    saved = os.environ.get("TGSESSION_DIR")
-    os.environ["TGSESSION_DIR"] = str(sessions)  # the bot's default store: fresh, the test's
-    forget_default_storage()
     with ExitStack() as stack:
 
         def run(bot: telebot.TeleBot | str | os.PathLike[str], **options: Any) -> BotRunner:
+            options.setdefault("sessions", sessions)
             return stack.enter_context(running(bot_api, bot, **options))
 
-        try:
-            yield run
-        finally:
-            stack.close()
-            forget_default_storage()
-            if saved is None:
-                os.environ.pop("TGSESSION_DIR", None)
-            else:
-                os.environ["TGSESSION_DIR"] = saved
+        yield run
