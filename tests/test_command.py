@@ -606,22 +606,21 @@ def _fill_disk(directory: Path, count: int) -> None:
 
 
 @pytest.mark.parametrize("kind", ["disk", "redis"])
-def test_export_and_import_of_100000_sessions_stream_in_constant_memory(
+def test_the_streaming_commands_run_in_constant_memory_over_100000_sessions(
     tmp_path: Path, kind: str
 ) -> None:
-    """Peak memory of export and import at 100,000 sessions against 1,000: no more than a
-    few MiB apart, where holding every session would take tens of MiB."""
-    peaks: dict[int, tuple[int, int]] = {}
+    """Peak memory of ls, stats, export and import at 100,000 sessions against 1,000: no
+    more than a few MiB apart, where holding every session would take tens of MiB."""
+    peaks: dict[int, dict[str, int]] = {}
     for count in (1_000, 100_000):
         export = tmp_path / f"{count}.jsonl"
+        source = tmp_path / f"source-{count}"
+        _fill_disk(source, count)
         if kind == "disk":
-            source = tmp_path / f"source-{count}"
-            _fill_disk(source, count)
             target = tmp_path / f"target-{count}"
-            target.mkdir()
-            source_args, target_args = ["--store", str(source)], ["--store", str(target)]
-            exported = peak_rss_kib(*source_args, "export", "-o", str(export))
-            imported = peak_rss_kib(*target_args, "import", input_path=export)
+            store_args, target_args = ["--store", str(source)], ["--store", str(target)]
+            peaks[count] = {"export": peak_rss_kib(*store_args, "export", "-o", str(export))}
+            peaks[count]["import"] = peak_rss_kib(*target_args, "import", input_path=export)
             assert export.read_bytes().count(b"\n") == count
             copy = DiskStorage(target)
             assert copy.read(f"session:{count - 1}") == CODEC.encode(
@@ -629,21 +628,22 @@ def test_export_and_import_of_100000_sessions_stream_in_constant_memory(
             )
             copy.close()
         else:
-            source_dir = tmp_path / f"source-{count}"
-            _fill_disk(source_dir, count)
-            out(tgsession("--store", str(source_dir), "export", "-o", str(export)))
+            out(tgsession("--store", str(source), "export", "-o", str(export)))
             with redis_storage() as redis:
-                target_args = ["--store", redis_url(), "--prefix", redis.prefix]
-                imported = peak_rss_kib(*target_args, "import", input_path=export)
+                store_args = ["--store", redis_url(), "--prefix", redis.prefix]
+                peaks[count] = {"import": peak_rss_kib(*store_args, "import", input_path=export)}
                 back = tmp_path / f"back-{count}.jsonl"
-                exported = peak_rss_kib(*target_args, "export", "-o", str(back))
+                peaks[count]["export"] = peak_rss_kib(*store_args, "export", "-o", str(back))
                 assert sorted(back.read_bytes().splitlines()) == sorted(
                     export.read_bytes().splitlines()
                 )
-        peaks[count] = (exported, imported)
-    (small_export, small_import), (large_export, large_import) = peaks[1_000], peaks[100_000]
-    assert large_export - small_export < 8 * 1024, peaks
-    assert large_import - small_import < 8 * 1024, peaks
+                peaks[count]["ls"] = peak_rss_kib(*store_args, "ls", "-l")
+                peaks[count]["stats"] = peak_rss_kib(*store_args, "stats")
+        if kind == "disk":
+            peaks[count]["ls"] = peak_rss_kib(*store_args, "ls", "-l")
+            peaks[count]["stats"] = peak_rss_kib(*store_args, "stats")
+    for command, small in peaks[1_000].items():
+        assert peaks[100_000][command] - small < 8 * 1024, (command, peaks)
 
 
 # -- failures: each named, the others done -----------------------------------------------------

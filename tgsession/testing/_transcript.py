@@ -15,7 +15,7 @@ class Event:
     kind: str  # message, press; or the bot's: send, photo, document..., edit, delete, answer
     text: str  # the text, caption or button data ("" if none)
     message_id: int | None = None
-    params: dict[str, Any] = field(default_factory=dict)  # the call's parameters, decoded
+    params: dict[str, Any] = field(default_factory=dict)  # the call's parameters, as sent
     buttons: list[list[str]] = field(default_factory=list)  # inline keyboard, row by row
 
 
