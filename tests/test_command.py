@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -811,3 +812,32 @@ def test_edit_and_rm_on_redis(tmp_path: Path) -> None:
         assert redis.read("session:1") == b'{"count":6}'
         assert out(tgsession(*where, "rm", "session:2")) == ""
         assert redis.read("session:2") is None
+
+
+def test_exporting_into_a_pipe_leaves_its_mode_alone(store: DiskStorage, tmp_path: Path) -> None:
+    fifo = tmp_path / "export.fifo"  # as /dev/null or /dev/stdout: not a file of the export's
+    os.mkfifo(fifo, 0o644)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    assert out(tgsession(*at(store), "export", "-o", str(fifo))) == ""
+    reader.join(30)
+    assert received[0].count(b"\n") == 4
+    assert fifo.stat().st_mode & 0o777 == 0o644
+
+
+def test_import_states_from_a_pickle_that_raises_anything_is_one_line(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    bad = tmp_path / "states.pkl"
+    bad.write_bytes(b"\x80\x04cbuiltins\nlist\nK\x01R.")  # list(*1): a TypeError
+    result = tgsession(*at(store), "import-states", "--from-pickle", str(bad))
+    assert result.returncode == 1 and b"is not a telebot StatePickleStorage file" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_a_dry_run_import_makes_no_store(tmp_path: Path) -> None:
+    typo = tmp_path / "typo"
+    result = tgsession("--store", str(typo), "import", "--dry-run", input=b"")
+    assert result.returncode == 1 and b"no session store at" in result.stderr
+    assert not typo.exists()

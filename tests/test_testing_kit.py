@@ -637,3 +637,57 @@ def test_chat_mode_takes_wrong_input_and_switching_users_in_its_stride(tmp_path:
     )
     assert missing.returncode == 1 and "no bot file at" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_one_telebot_serves_tests_with_fresh_stand_ins(tmp_path: Path) -> None:
+    bot = echo_bot()
+    for texts in (["a", "b", "c"], ["x"]):  # each stand-in numbers its updates from 1
+        with FakeBotAPI() as api, run_bot(api, bot) as runner:
+            for text in texts:
+                api.push_message(user_id=1, text=text)
+            runner.wait_idle()
+            assert api.transcript(1)[-1] == f"bot: echo: {texts[-1]}"
+
+
+def test_a_telebot_runs_in_one_run_bot_at_a_time(bot_api: FakeBotAPI, run_bot: Any) -> None:
+    bot = echo_bot()
+    run_bot(bot)
+    with pytest.raises(ValueError, match="running already"):
+        run_bot(bot)
+
+
+def test_sessions_the_test_seeds_are_the_ones_the_bot_finds(
+    bot_api: FakeBotAPI, run_bot: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    from tgsession import with_session
+
+    with with_session(initial=lambda: {"count": 0}).open(1) as session:
+        session["count"] = 41  # seeded before the bot runs, in the test's sessions
+    runner = run_bot(REPO / "examples" / "counter_bot.py")
+    bot_api.push_message(user_id=1, text="/count")
+    runner.wait_idle()
+    assert bot_api.transcript(1)[-1] == "bot: count: 42"
+    assert not (tmp_path / ".tgsession").exists()
+
+
+def test_run_bot_leaves_a_default_session_held_around_it_usable(
+    bot_api: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TGSESSION_DIR", str(tmp_path / "outer"))
+    from tgsession import with_session
+
+    counter = with_session(initial=lambda: {"count": 0})
+    with counter.open(7) as session:
+        with run_bot(bot_api, echo_bot()):
+            pass
+        session["count"] = 5  # saved on leaving, to the store it was opened from
+    assert DiskStorage(tmp_path / "outer").read("session:7") == b'{"count":5}'
+
+
+def test_a_malformed_parameter_is_refused_before_anything_is_kept(bot_api: FakeBotAPI) -> None:
+    with pytest.raises(ApiTelegramException, match="reply_markup must be a JSON object"):
+        telebot.apihelper._make_request(
+            bot_api.token, "sendMessage", params={"chat_id": 4, "text": "x", "reply_markup": "[1]"}
+        )
+    assert bot_api.calls(None) == [] and bot_api.chat_messages(4) == []

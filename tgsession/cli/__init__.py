@@ -24,6 +24,7 @@ from . import _commands
 from ._stores import CommandError, UsageError, open_store
 
 Command = Callable[[Any, argparse.Namespace], int]
+DEFAULT_LOCK_TIMEOUT = 10.0  # seconds to wait for a session that a handler holds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     # Accepted before or after the command: each subparser has them too, with SUPPRESS as
     # default, so that one given before the command is not reset by the subparser.
     common = argparse.ArgumentParser(add_help=False)
-    _store_options(parser, {"store": None, "prefix": None, "lock_timeout": 10.0})
+    _store_options(parser, {"store": None, "prefix": None, "lock_timeout": None})
     _store_options(common, dict.fromkeys(("store", "prefix", "lock_timeout"), argparse.SUPPRESS))
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -165,8 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # migrate uses the manager's own store unless one is named
         if args.command != "migrate" or args.store or "TGSESSION_STORE" in os.environ:
-            create = args.command in ("import", "import-states")  # these may begin a store
-            storage = open_store(_store_spec(args), args.prefix, args.lock_timeout, create=create)
+            # import may begin a store (a dry run stores nothing, so it needs one already)
+            create = args.command == "import-states" or (
+                args.command == "import" and not args.dry_run
+            )
+            timeout = DEFAULT_LOCK_TIMEOUT if args.lock_timeout is None else args.lock_timeout
+            storage = open_store(_store_spec(args), args.prefix, timeout, create=create)
         code = int(args.run(storage, args))
         sys.stdout.flush()  # here, where a closed pipe is handled, not at exit
         return code

@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import json
 import os
-import pickle
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -204,9 +204,11 @@ def export(storage: ExportableStorage, args: Any) -> int:
     if args.output in (None, "-"):
         output = sys.stdout.buffer
     else:  # owner-only, as the store's own files: an export holds every session
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        output = os.fdopen(os.open(args.output, flags, 0o600), "wb")
-        os.chmod(args.output, 0o600)  # an existing file keeps its mode otherwise
+        descriptor = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        info = os.fstat(descriptor)
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid():
+            os.fchmod(descriptor, 0o600)  # an existing file of ours keeps its mode otherwise
+        output = os.fdopen(descriptor, "wb")
     try:
         for entry in _entries(storage, args.kinds, failures):
             output.write(_dump.encode(entry.key, entry.data, entry.expires))
@@ -276,8 +278,8 @@ def _manager_store(manager: SessionManager[Any], args: Any) -> ExportableStorage
         raise CommandError(
             f"{args.manager} keeps its sessions in {storage!r}, which the command cannot list"
         )
-    if hasattr(storage, "lock_timeout"):  # this process's object: the bot's is its own
-        storage.lock_timeout = args.lock_timeout
+    if args.lock_timeout is not None and hasattr(storage, "lock_timeout"):
+        storage.lock_timeout = args.lock_timeout  # this process's object: the bot's is its own
     return storage
 
 
@@ -353,7 +355,9 @@ def import_states(storage: ExportableStorage, args: Any) -> int:
             copied = states.import_pickle(
                 args.from_pickle, args.states_prefix, args.separator, overwrite=args.overwrite
             )
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as error:
+        except SessionError:
+            raise
+        except Exception as error:  # a corrupt pickle can raise anything while it loads
             raise CommandError(
                 f"{args.from_pickle} is not a telebot StatePickleStorage file that loads here "
                 f"({type(error).__name__}: {error})"

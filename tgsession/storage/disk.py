@@ -813,11 +813,13 @@ def default_storage() -> DiskStorage:
 
 
 def forget_default_storage() -> None:
-    """Close the default DiskStorage: the next session of a manager without a storage opens
-    ``$TGSESSION_DIR`` afresh (for tests that run bots one after another). Call it only when
-    no session of the default storage is held."""
+    """Let the next session of a manager without a storage open ``$TGSESSION_DIR`` afresh
+    (for tests that run bots one after another). The default DiskStorage until now is
+    closed, unless this process holds one of its sessions: that one stays usable."""
     global _default
     with _directories_guard:
         default, _default = _default, None
+        if default is not None and default._shared is not None and default._shared.holding:
+            return
     if default is not None:
         default.close()

@@ -49,6 +49,13 @@ def _print_buttons(api: FakeBotAPI, chat: int, message_id: int | None, out: Any)
                 print(f"    {number}: {text}", file=out)
 
 
+def _number(text: str) -> int | None:
+    try:
+        return int(text.strip(), 10)
+    except ValueError:
+        return None
+
+
 HELP = "type a message; :press N presses button N, :user ID speaks as another user, :quit"
 
 
@@ -64,14 +71,15 @@ def chat(path: str, user: int, sessions: str | None, out: Any) -> int:
             if command in (":quit", ":q"):
                 break
             if command == ":user":
-                if not argument.strip().lstrip("-").isdigit():
+                chosen = _number(argument)
+                if chosen is None:
                     print(f"? {HELP}", file=out)
                 else:
-                    user = int(argument)
+                    user = chosen
                 continue
             if command == ":press":
                 keyboard = _keyboard(api, user)
-                number = int(argument) if argument.strip().isdigit() else 0
+                number = _number(argument) or 0
                 if keyboard is None or not 1 <= number <= len(keyboard[1]):
                     print(f"no button {argument.strip() or '?'} here", file=out)
                     continue

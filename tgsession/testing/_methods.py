@@ -115,8 +115,14 @@ def _chat(api: FakeBotAPI, chat_id: int) -> dict[str, Any]:
 
 def _sent(api: FakeBotAPI, method: str, kind: str, params: dict[str, Any], **content: Any) -> Any:
     """Perform a send: a new bot message in the chat, recorded and in the transcript."""
+    # Every parameter is read before anything is recorded or kept: a malformed one is a 400
+    # for a call that did not happen.
     chat_id = _chat_id(api, params)
-    api.record(method, params)
+    markup = _json(params.get("reply_markup"))
+    if markup is not None and not isinstance(markup, dict):
+        raise APIError(400, "Bad Request: reply_markup must be a JSON object")
+    replied = _replied(api, chat_id, params)
+    buttons = _buttons(params)
     message: dict[str, Any] = {
         "message_id": next(api._message_ids),
         "from": api.bot_user,
@@ -124,16 +130,15 @@ def _sent(api: FakeBotAPI, method: str, kind: str, params: dict[str, Any], **con
         "date": int(time.time()),
         **content,
     }
-    markup = _json(params.get("reply_markup"))
     if markup and "inline_keyboard" in markup:
         message["reply_markup"] = markup
-    replied = _replied(api, chat_id, params)
     if replied is not None:
         message["reply_to_message"] = replied
+    api.record(method, params)
     with api._changed:
         api._messages[(chat_id, message["message_id"])] = message
     text = content.get("text") or content.get("caption") or ""
-    api._log(Event(chat_id, None, kind, text, message["message_id"], params, _buttons(params)))
+    api._log(Event(chat_id, None, kind, text, message["message_id"], params, buttons))
     return message
 
 

@@ -88,6 +88,14 @@ class BotRunner:
     def start(self) -> BotRunner:
         """Start the bot: poll, or serve its webhook and tell the stand-in about it."""
         bot = self.bot
+        with _running_guard:
+            if id(bot) in _running:
+                raise ValueError(
+                    "this TeleBot is running already, in another run_bot: stop that one first "
+                    "(one bot polls once, as on Telegram)"
+                )
+            _running.add(id(bot))
+        self._restore.append(lambda: _running.discard(id(bot)))
         self._wrap(
             bot,
             "process_new_updates",
@@ -113,17 +121,24 @@ class BotRunner:
     def _poll(self) -> None:
         """Fetch updates and dispatch them, as telebot's polling does, until stop()."""
         bot = self.bot
+        # The offset is this run's own: bot.last_update_id may come from another stand-in,
+        # whose update ids began at 1 too. skip_pending drops what was queued before, as
+        # telebot does when polling starts.
+        offset = -1 if getattr(bot, "skip_pending", False) else 0
         while not self._stopping.is_set():
             try:
-                updates = bot.get_updates(
-                    offset=(bot.last_update_id or 0) + 1, timeout=1, long_polling_timeout=1
-                )
+                updates = bot.get_updates(offset=offset, timeout=1, long_polling_timeout=1)
+                if offset == -1:
+                    offset = updates[-1].update_id + 1 if updates else 0
+                    continue
             except Exception as error:  # the stand-in refused (an injected fault, a 409)
                 self.api.note_polling_error(error)
                 if _conflict(error) and not any(_conflict(e) for e in self.errors):
                     self.errors.append(error)  # another bot polls too: say so, once
                 self._stopping.wait(0.05)
                 continue
+            if updates:
+                offset = updates[-1].update_id + 1
             if updates and not self._stopping.is_set():
                 bot.process_new_updates(updates)
 
@@ -167,7 +182,7 @@ class BotRunner:
     def raise_errors(self) -> None:
         """Raise HandlerError for what handlers raised since the last report, if anything."""
         new = self.errors[self.reported :]
-        self.reported = len(self.errors)
+        self.reported += len(new)
         if new:
             more = f" (and {len(new) - 1} more, in runner.errors)" if len(new) > 1 else ""
             what = "the bot's polling was refused" if _conflict(new[0]) else "a handler raised"
@@ -204,6 +219,8 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 _secrets = (f"secret-{n}" for n in itertools.count(1))
+_running: set[int] = set()  # the TeleBots that a runner runs now, by id
+_running_guard = threading.Lock()
 _loads = itertools.count(1)
 
 
@@ -272,6 +289,9 @@ def _no_polling(path: Path) -> Iterator[None]:
 def sessions_in(directory: str | os.PathLike[str]) -> Iterator[None]:
     """Point the default session store (``$TGSESSION_DIR``) at ``directory`` for the block."""
     saved = os.environ.get("TGSESSION_DIR")
+    if saved == os.fspath(directory):  # there already (the pytest fixture's): nothing to do
+        yield
+        return
     os.environ["TGSESSION_DIR"] = os.fspath(directory)
     forget_default_storage()
     try:

@@ -24,7 +24,7 @@ import pytest
 import telebot
 
 from ._api import FakeBotAPI
-from ._runner import BotRunner
+from ._runner import BotRunner, sessions_in
 from ._runner import run_bot as running
 
 
@@ -38,10 +38,12 @@ def bot_api() -> Iterator[FakeBotAPI]:
 
 @pytest.fixture(name="run_bot")
 def run_bot_fixture(bot_api: FakeBotAPI, tmp_path: Path) -> Iterator[Callable[..., BotRunner]]:
-    """Run a TeleBot or a bot file against ``bot_api`` until the test ends; every bot of the
-    test keeps its default sessions in one fresh directory (so a restart finds them)."""
+    """Run a TeleBot or a bot file against ``bot_api`` until the test ends. The test's
+    default sessions (its own, and every bot's) are in one fresh directory, from the start of
+    the test: a session seeded before the bot runs, or left by a bot that restarts, is found."""
     sessions = tmp_path / "tgsession-sessions"
     with ExitStack() as stack:
+        stack.enter_context(sessions_in(sessions))  # sessions the test itself opens too
 
         def run(bot: telebot.TeleBot | str | os.PathLike[str], **options: Any) -> BotRunner:
             options.setdefault("sessions", sessions)
