@@ -691,3 +691,28 @@ def test_a_malformed_parameter_is_refused_before_anything_is_kept(bot_api: FakeB
             bot_api.token, "sendMessage", params={"chat_id": 4, "text": "x", "reply_markup": "[1]"}
         )
     assert bot_api.calls(None) == [] and bot_api.chat_messages(4) == []
+
+
+def test_a_run_that_fails_to_start_leaves_the_bot_ready_to_run(bot_api: FakeBotAPI) -> None:
+    bot = echo_bot()
+    bot_api.inject_fault("setWebhook", status=502)
+    with (
+        pytest.raises(ApiTelegramException, match="Bad Gateway"),
+        run_bot(bot_api, bot, webhook=True),
+    ):
+        pass
+    with run_bot(bot_api, bot) as runner:
+        bot_api.push_message(user_id=1, text="after")
+        runner.wait_idle()
+    assert bot_api.transcript(1)[-1] == "bot: echo: after"
+
+
+def test_skip_pending_drops_only_what_was_queued_before_the_run(bot_api: FakeBotAPI) -> None:
+    bot = echo_bot()
+    bot.skip_pending = True
+    bot_api.push_message(user_id=1, text="before")
+    with run_bot(bot_api, bot) as runner:
+        time.sleep(0.3)
+        bot_api.push_message(user_id=1, text="during")
+        runner.wait_idle()
+    assert bot_api.transcript(1) == ["user 1: before", "user 1: during", "bot: echo: during"]

@@ -10,6 +10,7 @@ again.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 import json
@@ -96,26 +97,32 @@ class BotRunner:
                 )
             _running.add(id(bot))
         self._restore.append(lambda: _running.discard(id(bot)))
-        self._wrap(
-            bot,
-            "process_new_updates",
-            lambda original: lambda updates: self._tracked(original)(updates),
-        )
-        if bot.threaded:
+        try:
             self._wrap(
-                bot.worker_pool,
-                "put",
-                lambda original: (
-                    lambda task, *args, **kwargs: original(self._tracked(task), *args, **kwargs)
-                ),
+                bot,
+                "process_new_updates",
+                lambda original: lambda updates: self._tracked(original)(updates),
             )
-        self.api.add_probe(self._busy)
-        self._restore.append(lambda: self.api.remove_probe(self._busy))
-        if self.webhook:
-            self._serve_webhook()
-        else:
-            self._thread = threading.Thread(target=self._poll, name="run_bot polling", daemon=True)
-            self._thread.start()
+            if bot.threaded:
+                self._wrap(
+                    bot.worker_pool,
+                    "put",
+                    lambda original: (
+                        lambda task, *args, **kwargs: original(self._tracked(task), *args, **kwargs)
+                    ),
+                )
+            self.api.add_probe(self._busy)
+            self._restore.append(lambda: self.api.remove_probe(self._busy))
+            if self.webhook:
+                self._serve_webhook()
+            else:
+                self._thread = threading.Thread(
+                    target=self._poll, name="run_bot polling", daemon=True
+                )
+                self._thread.start()
+        except BaseException:
+            self.stop()  # what was set up is undone: the bot can be run again
+            raise
         return self
 
     def _poll(self) -> None:
@@ -127,10 +134,11 @@ class BotRunner:
         offset = -1 if getattr(bot, "skip_pending", False) else 0
         while not self._stopping.is_set():
             try:
-                updates = bot.get_updates(offset=offset, timeout=1, long_polling_timeout=1)
-                if offset == -1:
-                    offset = updates[-1].update_id + 1 if updates else 0
+                if offset == -1:  # what is queued now, at once, without waiting for more
+                    queued = bot.get_updates(offset=-1, timeout=1, long_polling_timeout=0)
+                    offset = queued[-1].update_id + 1 if queued else 0
                     continue
+                updates = bot.get_updates(offset=offset, timeout=1, long_polling_timeout=1)
             except Exception as error:  # the stand-in refused (an injected fault, a 409)
                 self.api.note_polling_error(error)
                 if _conflict(error) and not any(_conflict(e) for e in self.errors):
@@ -195,7 +203,8 @@ class BotRunner:
             return
         self._stopping.set()
         if self._server is not None:
-            self.bot.remove_webhook()
+            with contextlib.suppress(Exception):  # best effort: the stand-in may refuse it
+                self.bot.remove_webhook()
             self._server.shutdown()
             self._server.server_close()
             self._server = None
