@@ -841,3 +841,13 @@ def test_a_dry_run_import_makes_no_store(tmp_path: Path) -> None:
     result = tgsession("--store", str(typo), "import", "--dry-run", input=b"")
     assert result.returncode == 1 and b"no session store at" in result.stderr
     assert not typo.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
+def test_an_export_into_another_users_file_is_refused(store: DiskStorage, tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs.jsonl"
+    theirs.write_bytes(b"theirs")
+    os.chown(theirs, 65534, 65534)
+    result = tgsession(*at(store), "export", "-o", str(theirs))
+    assert result.returncode == 1 and b"belongs to another user" in result.stderr
+    assert theirs.read_bytes() == b"theirs"

@@ -707,12 +707,66 @@ def test_a_run_that_fails_to_start_leaves_the_bot_ready_to_run(bot_api: FakeBotA
     assert bot_api.transcript(1)[-1] == "bot: echo: after"
 
 
-def test_skip_pending_drops_only_what_was_queued_before_the_run(bot_api: FakeBotAPI) -> None:
+def test_skip_pending_keeps_only_the_newest_queued_update_as_telebot_does(
+    bot_api: FakeBotAPI,
+) -> None:
     bot = echo_bot()
     bot.skip_pending = True
-    bot_api.push_message(user_id=1, text="before")
+    bot_api.push_message(user_id=1, text="old1")
+    bot_api.push_message(user_id=1, text="old2")
     with run_bot(bot_api, bot) as runner:
-        time.sleep(0.3)
+        runner.wait_idle()
         bot_api.push_message(user_id=1, text="during")
         runner.wait_idle()
-    assert bot_api.transcript(1) == ["user 1: before", "user 1: during", "bot: echo: during"]
+    replies = [line for line in bot_api.transcript(1) if line.startswith("bot")]
+    assert replies == ["bot: echo: old2", "bot: echo: during"]
+
+
+def test_a_bot_restarted_on_one_stand_in_handles_each_update_once(bot_api: FakeBotAPI) -> None:
+    bot = telebot.TeleBot(FakeBotAPI.token, threaded=False)
+    handled: list[str] = []
+
+    @bot.message_handler(func=lambda message: True)
+    def slow(message: Any) -> None:
+        time.sleep(0.5)
+        handled.append(message.text)
+
+    with run_bot(bot_api, bot):
+        bot_api.push_message(user_id=1, text="pay")
+        time.sleep(0.2)  # stopped while the handler runs
+    with run_bot(bot_api, bot) as runner:
+        runner.wait_idle()
+    assert handled == ["pay"]
+
+
+def test_run_bot_moves_a_default_store_opened_elsewhere(
+    bot_api: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tgsession.storage.disk import default_directory, default_storage
+
+    monkeypatch.setenv("TGSESSION_DIR", str(tmp_path / "a"))
+    default_storage()  # opened in a
+    monkeypatch.setenv("TGSESSION_DIR", str(tmp_path / "b"))
+    with run_bot(bot_api, echo_bot(), sessions=tmp_path / "b"):
+        default_storage()
+        assert default_directory() == str(tmp_path / "b")
+
+
+def test_a_default_store_forgotten_while_held_is_closed_once_free(tmp_path: Path) -> None:
+    from tgsession import with_session
+    from tgsession.storage import disk
+
+    with run_bot_sessions(tmp_path / "first"):
+        held = with_session(initial=dict).open(1)
+        held.__enter__()
+        disk.forget_default_storage()
+        assert disk._retired  # kept open: a session of it is held
+        held.__exit__(None, None, None)
+        disk.forget_default_storage()
+        assert disk._retired == []
+
+
+def run_bot_sessions(directory: Path) -> Any:
+    from tgsession.testing._runner import sessions_in
+
+    return sessions_in(directory)

@@ -204,6 +204,7 @@ def export(storage: ExportableStorage, args: Any) -> int:
     if args.output in (None, "-"):
         output = sys.stdout.buffer
     else:  # owner-only, as the store's own files: an export holds every session
+        _refuse_others_file(args.output)
         descriptor = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         info = os.fstat(descriptor)
         if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid():
@@ -219,6 +220,20 @@ def export(storage: ExportableStorage, args: Any) -> int:
             output.close()
     progress.done()
     return failures.code
+
+
+def _refuse_others_file(path: str) -> None:
+    """Raise CommandError if ``path`` is a file of another user: it could not be made
+    owner-only, and others could read every session."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(info.st_mode) and info.st_uid != os.geteuid():
+        raise CommandError(
+            f"{path} belongs to another user, so the export could not be owner-only: write "
+            "it to a new file"
+        )
 
 
 def import_(storage: ExportableStorage, args: Any) -> int:

@@ -815,11 +815,24 @@ def default_storage() -> DiskStorage:
 def forget_default_storage() -> None:
     """Let the next session of a manager without a storage open ``$TGSESSION_DIR`` afresh
     (for tests that run bots one after another). The default DiskStorage until now is
-    closed, unless this process holds one of its sessions: that one stays usable."""
+    closed, or, while this process holds a session of its directory, once it holds none."""
     global _default
     with _directories_guard:
-        default, _default = _default, None
-        if default is not None and default._shared is not None and default._shared.holding:
-            return
-    if default is not None:
-        default.close()
+        if _default is not None:
+            _retired.append(_default)
+            _default = None
+        for storage in list(_retired):
+            shared = storage._shared
+            if shared is None or not shared.holding:
+                _retired.remove(storage)
+                storage.close()
+
+
+def default_directory() -> str | None:
+    """The directory of the default DiskStorage, if it is open."""
+    default = _default
+    return None if default is None else default.directory
+
+
+# Default stores forgotten while a session of theirs was held: closed by a later forget.
+_retired: list[DiskStorage] = []

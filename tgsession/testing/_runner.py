@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import telebot
 
-from ..storage.disk import forget_default_storage
+from ..storage.disk import default_directory, forget_default_storage
 from ._api import FakeBotAPI
 
 
@@ -131,13 +131,17 @@ class BotRunner:
         # The offset is this run's own: bot.last_update_id may come from another stand-in,
         # whose update ids began at 1 too. skip_pending drops what was queued before, as
         # telebot does when polling starts.
-        offset = -1 if getattr(bot, "skip_pending", False) else 0
+        offset = self.api.offsets.get(id(bot), 0)  # where its last run on this stand-in ended
+        if getattr(bot, "skip_pending", False):
+            # As telebot: confirm all but the newest queued update, once.
+            try:
+                queued = bot.get_updates(offset=-1, timeout=1, long_polling_timeout=0)
+                offset = queued[-1].update_id if queued else offset
+            except Exception as error:
+                self.api.note_polling_error(error)
+            bot.skip_pending = False
         while not self._stopping.is_set():
             try:
-                if offset == -1:  # what is queued now, at once, without waiting for more
-                    queued = bot.get_updates(offset=-1, timeout=1, long_polling_timeout=0)
-                    offset = queued[-1].update_id + 1 if queued else 0
-                    continue
                 updates = bot.get_updates(offset=offset, timeout=1, long_polling_timeout=1)
             except Exception as error:  # the stand-in refused (an injected fault, a 409)
                 self.api.note_polling_error(error)
@@ -145,10 +149,10 @@ class BotRunner:
                     self.errors.append(error)  # another bot polls too: say so, once
                 self._stopping.wait(0.05)
                 continue
-            if updates:
-                offset = updates[-1].update_id + 1
             if updates and not self._stopping.is_set():
                 bot.process_new_updates(updates)
+                offset = updates[-1].update_id + 1
+                self.api.offsets[id(bot)] = offset
 
     def _serve_webhook(self) -> None:
         runner, secret = self, next(_secrets)
@@ -298,8 +302,9 @@ def _no_polling(path: Path) -> Iterator[None]:
 def sessions_in(directory: str | os.PathLike[str]) -> Iterator[None]:
     """Point the default session store (``$TGSESSION_DIR``) at ``directory`` for the block."""
     saved = os.environ.get("TGSESSION_DIR")
-    if saved == os.fspath(directory):  # there already (the pytest fixture's): nothing to do
-        yield
+    there = default_directory()
+    if saved == os.fspath(directory) and there in (None, os.path.realpath(directory)):
+        yield  # there already (the pytest fixture's): nothing to move
         return
     os.environ["TGSESSION_DIR"] = os.fspath(directory)
     forget_default_storage()

@@ -23,8 +23,9 @@ from typing import Any, Callable
 import pytest
 import telebot
 
+from ..storage.disk import forget_default_storage
 from ._api import FakeBotAPI
-from ._runner import BotRunner, sessions_in
+from ._runner import BotRunner
 from ._runner import run_bot as running
 
 
@@ -37,16 +38,21 @@ def bot_api() -> Iterator[FakeBotAPI]:
 
 
 @pytest.fixture(name="run_bot")
-def run_bot_fixture(bot_api: FakeBotAPI, tmp_path: Path) -> Iterator[Callable[..., BotRunner]]:
+def run_bot_fixture(
+    bot_api: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., BotRunner]]:
     """Run a TeleBot or a bot file against ``bot_api`` until the test ends. The test's
     default sessions (its own, and every bot's) are in one fresh directory, from the start of
     the test: a session seeded before the bot runs, or left by a bot that restarts, is found."""
     sessions = tmp_path / "tgsession-sessions"
+    # Through monkeypatch, so that it is undone in order with the test's own changes.
+    monkeypatch.setenv("TGSESSION_DIR", str(sessions))
+    forget_default_storage()
     with ExitStack() as stack:
-        stack.enter_context(sessions_in(sessions))  # sessions the test itself opens too
 
         def run(bot: telebot.TeleBot | str | os.PathLike[str], **options: Any) -> BotRunner:
             options.setdefault("sessions", sessions)
             return stack.enter_context(running(bot_api, bot, **options))
 
         yield run
+    forget_default_storage()
