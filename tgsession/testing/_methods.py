@@ -113,8 +113,17 @@ def _chat(api: FakeBotAPI, chat_id: int) -> dict[str, Any]:
         )
 
 
-def _sent(api: FakeBotAPI, method: str, kind: str, params: dict[str, Any], **content: Any) -> Any:
-    """Perform a send: a new bot message in the chat, recorded and in the transcript."""
+def _sent(
+    api: FakeBotAPI,
+    method: str,
+    kind: str,
+    params: dict[str, Any],
+    *,
+    shown: str | None = None,
+    **content: Any,
+) -> Any:
+    """Perform a send: a new bot message in the chat with ``content``, recorded and in the
+    transcript (as ``shown``, else its text or caption)."""
     # Every parameter is read before anything is recorded or kept: a malformed one is a 400
     # for a call that did not happen.
     chat_id = _chat_id(api, params)
@@ -137,7 +146,7 @@ def _sent(api: FakeBotAPI, method: str, kind: str, params: dict[str, Any], **con
     api.record(method, params)
     with api._changed:
         api._messages[(chat_id, message["message_id"])] = message
-    text = content.get("text") or content.get("caption") or ""
+    text = shown if shown is not None else content.get("text") or content.get("caption") or ""
     api._log(Event(chat_id, None, kind, text, message["message_id"], params, buttons))
     return message
 
@@ -213,37 +222,14 @@ def _send_media_group(api: FakeBotAPI, params: dict[str, Any]) -> Any:
 
 def _send_location(api: FakeBotAPI, params: dict[str, Any]) -> Any:
     where = {"latitude": float(params["latitude"]), "longitude": float(params["longitude"])}
-    _chat_id(api, params)
-    api.record("sendLocation", params)
-    text = f"{where['latitude']}, {where['longitude']}"
-    message = _sent_quietly(api, params, location=where)
-    api._log(Event(message["chat"]["id"], None, "location", text, message["message_id"], params))
-    return message
+    shown = f"{where['latitude']}, {where['longitude']}"
+    return _sent(api, "sendLocation", "location", params, shown=shown, location=where)
 
 
 def _send_contact(api: FakeBotAPI, params: dict[str, Any]) -> Any:
     contact = {"phone_number": str(params["phone_number"]), "first_name": str(params["first_name"])}
-    _chat_id(api, params)
-    api.record("sendContact", params)
-    message = _sent_quietly(api, params, contact=contact)
-    text = f"{contact['first_name']} {contact['phone_number']}"
-    api._log(Event(message["chat"]["id"], None, "contact", text, message["message_id"], params))
-    return message
-
-
-def _sent_quietly(api: FakeBotAPI, params: dict[str, Any], **content: Any) -> dict[str, Any]:
-    """A new bot message in the chat, neither recorded nor logged (the caller does)."""
-    chat_id = _chat_id(api, params)
-    message = {
-        "message_id": next(api._message_ids),
-        "from": api.bot_user,
-        "chat": _chat(api, chat_id),
-        "date": int(time.time()),
-        **content,
-    }
-    with api._changed:
-        api._messages[(chat_id, message["message_id"])] = message
-    return message
+    shown = f"{contact['first_name']} {contact['phone_number']}"
+    return _sent(api, "sendContact", "contact", params, shown=shown, contact=contact)
 
 
 def _existing(api: FakeBotAPI, params: dict[str, Any], verb: str) -> dict[str, Any]:
