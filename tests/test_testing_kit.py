@@ -356,24 +356,23 @@ def test_the_example_test_suite_of_counter_bot_passes() -> None:
     assert "4 passed" in result.stdout
 
 
-def test_chat_mode_talks_to_a_bot_file_from_the_terminal(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tgsession.testing",
-            "chat",
-            "examples/counter_bot.py",
-            "--sessions",
-            str(tmp_path),
-        ],
-        input="/count\n/count\n:user 2\n/count\n:quit\n",
+def chat(*args: str, typed: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m tgsession.testing chat ARGS`` from the checkout, with ``typed`` as
+    what the developer types; return what it did (any exit code)."""
+    return subprocess.run(
+        [sys.executable, "-m", "tgsession.testing", "chat", *args],
+        input=typed,
         capture_output=True,
         text=True,
         cwd=REPO,
         env=child_env(),
         timeout=120,
     )
+
+
+def test_chat_mode_talks_to_a_bot_file_from_the_terminal(tmp_path: Path) -> None:
+    typed = "/count\n/count\n:user 2\n/count\n:quit\n"
+    result = chat("examples/counter_bot.py", "--sessions", str(tmp_path), typed=typed)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["bot: count: 1", "bot: count: 2", "bot: count: 1"]
     assert DiskStorage(tmp_path).read("session:1") == b'{"count":2}'
@@ -382,14 +381,7 @@ def test_chat_mode_talks_to_a_bot_file_from_the_terminal(tmp_path: Path) -> None
 def test_chat_mode_numbers_buttons_and_presses_them(tmp_path: Path) -> None:
     bot_file = tmp_path / "buttons_bot.py"
     bot_file.write_text(BUTTONS_BOT)
-    result = subprocess.run(
-        [sys.executable, "-m", "tgsession.testing", "chat", str(bot_file)],
-        input="/start\n:press 2\n:press 9\n",
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=120,
-    )
+    result = chat(str(bot_file), typed="/start\n:press 2\n:press 9\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "bot: Pick one [Red | Blue]",
@@ -615,26 +607,14 @@ def test_a_bot_may_ask_for_its_own_membership(bot_api: FakeBotAPI) -> None:
 def test_chat_mode_takes_wrong_input_and_switching_users_in_its_stride(tmp_path: Path) -> None:
     bot_file = tmp_path / "buttons_bot.py"
     bot_file.write_text(BUTTONS_BOT)
-    result = subprocess.run(
-        [sys.executable, "-m", "tgsession.testing", "chat", str(bot_file)],
-        input="/start\n:press x\n:user abc\n:user 7\n:press 1\n:frobnicate\n",
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=120,
-    )
+    typed = "/start\n:press x\n:user abc\n:user 7\n:press 1\n:frobnicate\n"
+    result = chat(str(bot_file), typed=typed)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[3] == "no button x here" and lines[4].startswith("? type a message")
     assert lines[5] == "no button 1 here"  # user 7's chat has no buttons
     assert lines[6].startswith("? ")
-    missing = subprocess.run(
-        [sys.executable, "-m", "tgsession.testing", "chat", str(tmp_path / "nope.py")],
-        input="",
-        capture_output=True,
-        text=True,
-        env=child_env(),
-    )
+    missing = chat(str(tmp_path / "nope.py"), typed="")
     assert missing.returncode == 1 and "no bot file at" in missing.stderr
     assert "Traceback" not in missing.stderr
 
