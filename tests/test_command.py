@@ -91,6 +91,24 @@ def test_ls_long_shows_bytes_and_expiry(store: DiskStorage) -> None:
     assert size == "7" and expires == when
 
 
+def test_keys_a_terminal_would_act_on_are_printed_escaped_on_one_line(
+    store: DiskStorage,
+) -> None:
+    hostile = ["session:\x1b]0;pwned\x07", "session:a\nb", "session:\u202eevil", "'session:q"]
+    for key in hostile:
+        store.write(key, b'{"a":1}')
+    store.write("session:Zoë d", b'{"a":1}')
+    listing = out(tgsession(*at(store), "ls", "session"))
+    assert "\x1b" not in listing and "\u202e" not in listing
+    assert set(listing.splitlines()) >= {repr(key) for key in hostile[:3]} | {"session:Zoë d"}
+    long = out(tgsession(*at(store), "ls", "-l", "session")).splitlines()
+    assert all(line.count("\t") == 2 for line in long)
+    assert repr("session:a\nb") + "\t7\t-" in long
+    stats = out(tgsession(*at(store), "stats"))
+    assert "\x1b" not in stats and repr("'session") in stats  # the kind of the quoted key
+    assert f"  {7:>12,}  {hostile[0]!r}" in stats.splitlines()
+
+
 def test_the_store_comes_from_the_environment_when_not_given(store: DiskStorage) -> None:
     listing = tgsession("ls", "chat", TGSESSION_STORE=store.directory)
     assert out(listing).split() == ["chat:-100"]
@@ -528,6 +546,24 @@ def test_migrate_brings_every_session_to_the_current_version(tmp_path: Path) -> 
     assert again.stdout.decode() == "migrated 0 sessions to version 3; 3 already at version 3\n"
 
 
+def test_migrate_says_where_a_failing_migration_raised_but_not_its_message(
+    tmp_path: Path,
+) -> None:
+    storage = DiskStorage(tmp_path / "sessions")
+    storage.write("session:1", b'{"count":1,"name":"s3cret"}')
+    bot = MIGRATING_BOT.replace(
+        "first, _, last", 'raise ValueError("no space in " + session["name"])\n    first, _, last'
+    )
+    (tmp_path / "mybot.py").write_text(bot.format(directory=storage.directory))
+    result = tgsession("migrate", "--manager", "mybot:sessions", cwd=tmp_path)
+    assert result.returncode == 1
+    said = result.stderr.decode()
+    assert "the migration of session 'session:1' to version 2 raised ValueError" in said
+    assert f"the ValueError was raised in split_name(), {tmp_path / 'mybot.py'}:5" in said
+    assert "s3cret" not in said
+    assert storage.read("session:1") == b'{"count":1,"name":"s3cret"}'
+
+
 def test_import_states_copies_telebot_states_from_a_pickle_file(
     store: DiskStorage, tmp_path: Path
 ) -> None:
@@ -782,6 +818,28 @@ def test_import_states_from_a_corrupt_pickle_is_one_line(
     bad.write_bytes(b"\x80\x04not a pickle")
     result = tgsession(*at(store), "import-states", "--from-pickle", str(bad))
     assert result.returncode == 1 and b"is not a telebot StatePickleStorage file" in result.stderr
+
+
+def test_import_states_that_stops_part_way_says_how_many_it_imported(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    good = {"state": "Survey:age", "data": {"name": "Ann"}}
+    path = tmp_path / "states.pkl"
+    path.write_bytes(pickle.dumps({"telebot:5:7": good, "telebot:5:8": 42, "telebot:5:9": good}))
+    result = tgsession(*at(store), "import-states", "--from-pickle", str(path))
+    said = result.stderr.decode()
+    assert result.returncode == 1 and "Traceback" not in said
+    assert "stopped at telebot's state 'telebot:5:8'" in said
+    assert "1 state was imported before it" in said
+    assert "is not a telebot StatePickleStorage file" not in said
+    assert store.read("state:5:7") is not None and store.read("state:5:9") is None
+
+
+def test_import_states_from_a_missing_file_is_one_line(store: DiskStorage, tmp_path: Path) -> None:
+    result = tgsession(*at(store), "import-states", "--from-pickle", str(tmp_path / "none.pkl"))
+    said = result.stderr.decode()
+    assert result.returncode == 1 and said.count("\n") == 1
+    assert "No such file or directory" in said and str(tmp_path / "none.pkl") in said
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tgsession import DiskStorage, MemoryStorage, StateStorage, isolate
+from tgsession import DiskStorage, MemoryStorage, SessionError, StateStorage, isolate
 from tgsession.testing import FakeBotAPI
 
 from conftest import polling
@@ -127,6 +127,51 @@ def test_existing_telebot_states_are_imported_once_from_redis(storage: Any) -> N
     finally:
         for key in client.scan_iter(match=prefix + ":*"):
             client.delete(key)
+
+
+def test_an_import_that_stops_at_a_bad_state_names_it_and_how_many_came_before(
+    tmp_path: Path, storage: Any
+) -> None:
+    path = tmp_path / "states.pkl"
+    good = {"state": "Survey:age", "data": {}}
+    states_file = {"telebot:1:1": good, "telebot:1:2": ["a", "list"], "telebot:1:3": good}
+    path.write_bytes(pickle.dumps(states_file))
+    states = StateStorage(storage)
+    with pytest.raises(SessionError) as stopped:
+        states.import_pickle(str(path))
+    message = str(stopped.value)
+    assert "stopped at telebot's state 'telebot:1:2'" in message
+    assert "it is a list, not a telebot state record" in message
+    assert "1 state was imported before it" in message
+    assert "running the import again goes on from there" in message
+    assert states.get_state(1, 1) == "Survey:age" and states.get_state(1, 3) is None
+
+
+def test_a_file_that_is_not_telebots_dict_of_states_imports_nothing(
+    tmp_path: Path, storage: Any
+) -> None:
+    path = tmp_path / "states.pkl"
+    path.write_bytes(pickle.dumps(["telebot:1:1"]))
+    with pytest.raises(ValueError, match="holds a list, not the dict of a telebot"):
+        StateStorage(storage).import_pickle(str(path))
+
+
+def test_an_import_from_redis_that_stops_at_bad_data_says_how_far_it_got(storage: Any) -> None:
+    import redis
+
+    from conftest import redis_url
+
+    client = redis.Redis.from_url(redis_url())
+    prefix = "tgsession-test-bad-import"
+    try:
+        client.hset(f"{prefix}:5:5", mapping={"state": "S:a", "data": "{not json"})
+        with pytest.raises(SessionError) as stopped:
+            StateStorage(storage).import_redis(client, prefix)
+        assert f"stopped at telebot's state '{prefix}:5:5': JSONDecodeError" in str(stopped.value)
+        assert "0 states were imported before it" in str(stopped.value)
+    finally:
+        client.delete(f"{prefix}:5:5")
+        client.close()
 
 
 @needs_states_v2

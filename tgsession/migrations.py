@@ -68,8 +68,8 @@ class Migrations:
             except Exception as error:
                 raise SessionMigrationError(
                     f"the migration of session {entry!r} to version {version} raised "
-                    f"{type(error).__name__} (its cause, below); the stored session (version "
-                    f"{stored}) is left untouched"
+                    f"{type(error).__name__} (the cause of this error); the stored session "
+                    f"(version {stored}) is left untouched"
                 ) from error
             value = value if result is None else result
             if not isinstance(value, dict) or VERSION_KEY in value:

@@ -28,6 +28,7 @@ from telebot.storage import StateStorageBase
 from ._call import HeldSessions, active_calls, after_save, holder
 from ._opened import held_key_of
 from .decorator import with_session
+from .errors import SessionError, describe
 from .keys import SessionKey, by_user
 from .storage.base import Storage
 
@@ -223,22 +224,23 @@ class StateStorage(StateStorageBase):
         """
         from .storage.redis import glob_escape  # redis-py is there: the client is one
 
-        copied = 0
+        importing = _Importing(f"Redis keys {prefix + separator}*", overwrite)
         start = prefix + separator
         for raw in client.scan_iter(match=glob_escape(start) + "*", count=1000):
             name = _text(raw)
-            if _text(client.type(raw)) != "hash":
-                continue
-            fields = {_text(field): value for field, value in client.hgetall(raw).items()}
-            state = fields.get("state")
-            record = {
-                "state": None if state is None else _text(state),
-                "data": json.loads(fields.get("data") or "{}"),
-            }
-            copied += self._copy(
-                name[len(prefix + separator) :].split(separator), record, overwrite
-            )
-        return copied
+            with importing.state(name):
+                if _text(client.type(raw)) != "hash":
+                    continue
+                fields = {_text(field): value for field, value in client.hgetall(raw).items()}
+                state = fields.get("state")
+                record = {
+                    "state": None if state is None else _text(state),
+                    "data": json.loads(fields.get("data") or "{}"),
+                }
+                importing.copied += self._copy(
+                    name[len(prefix + separator) :].split(separator), record, overwrite
+                )
+        return importing.copied
 
     def import_pickle(
         self, path: str, prefix: str = "telebot", separator: str = ":", *, overwrite: bool = False
@@ -252,21 +254,41 @@ class StateStorage(StateStorageBase):
         (``{chat: {user: record}}``). States already here are kept unless ``overwrite``; the
         file is left as it is.
         """
-        logger.warning("unpickling %s to import telebot states: only for a file you trust", path)
         with open(path, "rb") as file:
-            states = pickle.load(file)
-        copied = 0
+            logger.warning(
+                "unpickling %s to import telebot states: only for a file you trust", path
+            )
+            try:
+                states = pickle.load(file)
+            except Exception as error:  # a corrupt pickle can raise anything while it loads
+                raise ValueError(
+                    f"{path} is not a telebot StatePickleStorage file that loads here "
+                    f"({describe(error)}); nothing was imported"
+                ) from None
+        if not isinstance(states, dict):
+            raise ValueError(
+                f"{path} holds a {type(states).__name__}, not the dict of a telebot "
+                "StatePickleStorage; nothing was imported"
+            )
+        importing = _Importing(path, overwrite)
         for name, value in states.items():
             if isinstance(name, str) and name.startswith(prefix + separator):
-                parts = name[len(prefix + separator) :].split(separator)
-                copied += self._copy(parts, value, overwrite)
+                with importing.state(name):
+                    parts = name[len(prefix + separator) :].split(separator)
+                    importing.copied += self._copy(parts, value, overwrite)
             elif isinstance(value, dict):  # before StatesV2: chat id, then user id
                 for user_id, record in value.items():
-                    copied += self._copy([str(name), str(user_id)], record, overwrite)
-        return copied
+                    with importing.state(f"{name}: {user_id}"):
+                        importing.copied += self._copy([str(name), str(user_id)], record, overwrite)
+        return importing.copied
 
     def _copy(self, parts: list[str], record: Any, overwrite: bool) -> int:
         """Store a telebot state record under the key made of ``parts``; 1 if stored."""
+        if not isinstance(record, dict):
+            raise ValueError(
+                f"it is a {type(record).__name__}, not a telebot state record (a dict with "
+                "'state' and 'data')"
+            )
         state = record.get("state")
         with self.states.open(":".join(parts)) as stored:
             if stored and not overwrite:
@@ -274,6 +296,33 @@ class StateStorage(StateStorageBase):
             stored.clear()
             stored.update(state=getattr(state, "name", state), data=record.get("data") or {})
         return 1
+
+
+class _Importing:
+    """How many states an import of telebot's has copied, and the error that says how far it
+    got when one of them fails."""
+
+    def __init__(self, source: str, overwrite: bool) -> None:
+        self.source, self.overwrite = source, overwrite
+        self.copied = 0
+
+    @contextmanager
+    def state(self, name: str) -> Iterator[None]:
+        """Around the copy of telebot's state ``name``: its failure stops the import."""
+        try:
+            yield
+        except Exception as error:
+            again = (
+                "copies them again"
+                if self.overwrite
+                else "goes on from there, keeping the states already copied"
+            )
+            raise SessionError(
+                f"the import from {self.source} stopped at telebot's state {name!r}: "
+                f"{describe(error)}; {self.copied:,} "
+                f"{'state was' if self.copied == 1 else 'states were'} imported before it, "
+                f"and running the import again {again}"
+            ) from error
 
 
 # What each operation does to a state record, under whatever lock _change holds.

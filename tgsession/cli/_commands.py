@@ -12,12 +12,18 @@ import os
 import stat
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from typing import IO, Any
 
 import msgspec
 
-from ..errors import SessionDecodeError, SessionError, SessionLockTimeout
+from ..errors import (
+    SessionDecodeError,
+    SessionError,
+    SessionLockTimeout,
+    SessionMigrationError,
+)
 from ..manager import SessionManager
 from ..migrations import VERSION_KEY
 from ..states import StateStorage
@@ -29,9 +35,21 @@ from ._stores import CommandError, load_manager, require_store
 
 
 def described(error: BaseException) -> str:
-    """The message of ``error``, with what to do about a busy session."""
+    """The message of ``error``, with what to do about a busy session, and for a migration
+    that raised, where it did: the place only, as the cause's message may quote the
+    session's values."""
     if isinstance(error, SessionLockTimeout):
         return f"{error} (wait longer with --lock-timeout SECONDS)"
+    cause = error.__cause__
+    if isinstance(error, SessionMigrationError) and cause is not None:
+        # The first frame is the migration runner's, which caught it; the next, the step's.
+        frames = traceback.extract_tb(cause.__traceback__)[1:]
+        if frames:
+            where = frames[0]
+            return (
+                f"{error}; the {type(cause).__name__} was raised in {where.name}(), "
+                f"{where.filename}:{where.lineno}"
+            )
     return str(error)
 
 
@@ -67,6 +85,16 @@ def _entries(
         yield from storage.entries(prefix, on_error=failures.on_entry)
 
 
+def shown(key: str) -> str:
+    """``key`` as a line of output: as it is, or, if it holds characters that a terminal
+    would act on or that would break the line (control characters, say) or starts with a
+    quote, as a Python string literal ('a\\nb'), so that a hostile key cannot drive the
+    terminal and every key stays one line."""
+    if key.isprintable() and not key.startswith(("'", '"')):
+        return key
+    return repr(key)
+
+
 def _when(expires: float | None) -> str:
     if expires is None:
         return "-"
@@ -81,13 +109,13 @@ def ls(storage: ExportableStorage, args: Any) -> int:
     failures = Failures()
     if args.long:
         listing: Iterator[str] = (
-            f"{entry.key}\t{len(entry.data)}\t{_when(entry.expires)}"
+            f"{shown(entry.key)}\t{len(entry.data)}\t{_when(entry.expires)}"
             for entry in _entries(storage, args.kinds, failures)
         )
     else:
-        listing = (key for prefix in _prefixes(args.kinds) for key in storage.keys(prefix))
-    for shown, line in enumerate(listing):
-        if args.limit is not None and shown >= args.limit:
+        listing = (shown(key) for prefix in _prefixes(args.kinds) for key in storage.keys(prefix))
+    for printed, line in enumerate(listing):
+        if args.limit is not None and printed >= args.limit:
             break
         print(line)
     return failures.code
@@ -141,7 +169,7 @@ def stats(storage: ExportableStorage, args: Any) -> int:
         }
         print(json.dumps(report, indent=2))
         return failures.code
-    rows = sorted(kinds.items())
+    rows = [(shown(kind), figures) for kind, figures in sorted(kinds.items())]
     rows.append(("total", [sum(figures[i] for figures in kinds.values()) for i in range(3)]))
     width = max(len("kind"), *(len(kind) for kind, _ in rows))
     print(f"{'kind':<{width}}  {'sessions':>12}  {'bytes':>14}  {'expiring':>12}")
@@ -150,7 +178,7 @@ def stats(storage: ExportableStorage, args: Any) -> int:
     if top:
         print(f"\nlargest {len(top)}:")
         for size, key in top:
-            print(f"  {size:>12,}  {key}")
+            print(f"  {size:>12,}  {shown(key)}")
     return failures.code
 
 
@@ -366,17 +394,9 @@ def import_states(storage: ExportableStorage, args: Any) -> int:
     """Copy telebot's own states (StateRedisStorage or StatePickleStorage) into the store."""
     states = StateStorage(storage, key=args.key)
     if args.from_pickle:
-        try:
-            copied = states.import_pickle(
-                args.from_pickle, args.states_prefix, args.separator, overwrite=args.overwrite
-            )
-        except SessionError:
-            raise
-        except Exception as error:  # a corrupt pickle can raise anything while it loads
-            raise CommandError(
-                f"{args.from_pickle} is not a telebot StatePickleStorage file that loads here "
-                f"({type(error).__name__}: {error})"
-            ) from None
+        copied = states.import_pickle(
+            args.from_pickle, args.states_prefix, args.separator, overwrite=args.overwrite
+        )
     else:
         import redis
 
