@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import tgsession
-from benchmarks import cases, command, isolation
+from benchmarks import cases, command, imports, isolation
 from benchmarks.report import chart, print_report, targets
 
 FULL = dict(
@@ -67,7 +67,10 @@ def run(config: cases.Config) -> dict[str, Any]:
             results["single"][size] = cases.single_thread(config, size, directory)
         print("... lazy and memory sessions", file=sys.stderr, flush=True)
         results["independent"] = cases.size_independent(config)
-        results["import ms"] = cases.import_ms(max(9, config.rounds * 2))
+        results["import ms"] = imports.import_ms(
+            {"tgsession": ("tgsession", HERE.parent), "msgspec": ("msgspec", HERE.parent)},
+            max(9, config.rounds * 2),
+        )
         print("... threads and processes", file=sys.stderr, flush=True)
         results["concurrency"] = cases.concurrency(config, scratch / "concurrency")
         print("... lost updates", file=sys.stderr, flush=True)

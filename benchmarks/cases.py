@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -129,29 +128,6 @@ def size_independent(config: Config) -> dict[str, float]:
         users,
         config.rounds,
     )
-
-
-def import_ms(rounds: int) -> dict[str, float]:
-    """Milliseconds to import tgsession in a new interpreter, and msgspec alone (median)."""
-    results = {}
-    for name, module in (("tgsession", "tgsession"), ("msgspec", "msgspec")):
-        code = (
-            "import time; started = time.perf_counter(); "
-            f"import {module}; print((time.perf_counter() - started) * 1000)"
-        )
-        results[name] = statistics.median(
-            float(
-                subprocess.run(
-                    [sys.executable, "-c", code],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    cwd=ROOT,
-                ).stdout
-            )
-            for _ in range(rounds)
-        )
-    return results
 
 
 @dataclass
