@@ -703,20 +703,96 @@ def test_skip_pending_keeps_only_the_newest_queued_update_as_telebot_does(
 
 
 def test_a_bot_restarted_on_one_stand_in_handles_each_update_once(bot_api: FakeBotAPI) -> None:
-    bot = telebot.TeleBot(FakeBotAPI.token, threaded=False)
     handled: list[str] = []
-
-    @bot.message_handler(func=lambda message: True)
-    def slow(message: Any) -> None:
-        time.sleep(0.5)
-        handled.append(message.text)
-
+    bot = slow_bot(handled)
     with run_bot(bot_api, bot):
         bot_api.push_message(user_id=1, text="pay")
         time.sleep(0.2)  # stopped while the handler runs
     with run_bot(bot_api, bot) as runner:
         runner.wait_idle()
     assert handled == ["pay"]
+
+
+def slow_bot(handled: list[str]) -> telebot.TeleBot:
+    """A bot whose handler takes half a second, long enough to stop the bot during it."""
+    bot = telebot.TeleBot(FakeBotAPI.token, threaded=False)
+
+    @bot.message_handler(func=lambda message: True)
+    def slow(message: Any) -> None:
+        time.sleep(0.5)
+        handled.append(message.text)
+
+    return bot
+
+
+@pytest.mark.parametrize("webhook", [False, True], ids=["polling", "webhook"])
+def test_a_new_bot_object_after_a_restart_gets_no_update_handled_before(
+    bot_api: FakeBotAPI, webhook: bool
+) -> None:
+    handled: list[str] = []
+    with run_bot(bot_api, slow_bot(handled)):
+        bot_api.push_message(user_id=1, text="pay")
+        time.sleep(0.2)  # stopped while the handler runs, before the next getUpdates
+    # A new process builds a new TeleBot, polling or behind a webhook.
+    with run_bot(bot_api, slow_bot(handled), webhook=webhook) as runner:
+        bot_api.push_message(user_id=1, text="after")
+        runner.wait_idle()
+    assert handled == ["pay", "after"]
+
+
+def test_skip_pending_holds_for_every_start_of_the_bot(bot_api: FakeBotAPI) -> None:
+    bot = echo_bot()
+    bot.skip_pending = True
+    for first, second in (("old1", "old2"), ("old3", "old4")):
+        bot_api.push_message(user_id=1, text=first)
+        bot_api.push_message(user_id=1, text=second)
+        with run_bot(bot_api, bot) as runner:
+            runner.wait_idle()
+    assert [line for line in bot_api.transcript(1) if line.startswith("bot")] == [
+        "bot: echo: old2",
+        "bot: echo: old4",
+    ]
+    assert bot.skip_pending  # left as it was found
+
+
+def test_a_failing_run_bot_leaves_no_default_store_to_the_next_test(tmp_path: Path) -> None:
+    test = tmp_path / "test_two.py"
+    test.write_text(
+        "import telebot\n"
+        "from tgsession import with_session\n"
+        "from tgsession.testing import FakeBotAPI\n"
+        "\n"
+        "sessions = with_session(initial=dict)\n"
+        "\n"
+        "def test_a_handler_raises(bot_api, run_bot):\n"
+        "    bot = telebot.TeleBot(FakeBotAPI.token)\n"
+        "\n"
+        "    @bot.message_handler(func=lambda message: True)\n"
+        "    @sessions\n"
+        "    def handler(message, session):\n"
+        "        if message.text == 'raise':\n"
+        "            raise RuntimeError('boom')\n"
+        "        session['secret'] = 'from the first test'\n"
+        "\n"
+        "    run_bot(bot)\n"
+        "    bot_api.push_message(user_id=7, text='save')\n"
+        "    bot_api.push_message(user_id=8, text='raise')\n"
+        "    bot_api.wait_idle()  # the runner's wait_idle() would report it: the teardown does\n"
+        "\n"
+        "def test_the_next_test_has_its_own_sessions(tmp_path, monkeypatch):\n"
+        "    monkeypatch.setenv('TGSESSION_DIR', str(tmp_path / 'mine'))\n"
+        "    with sessions.open(7) as session:\n"
+        "        assert session == {}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=child_env(),
+    )
+    assert "2 passed, 1 error" in result.stdout, result.stdout + result.stderr
+    assert "HandlerError" in result.stdout
 
 
 def test_run_bot_moves_a_default_store_opened_elsewhere(

@@ -116,7 +116,6 @@ class FakeBotAPI:
         self._polling = 0  # getUpdates calls under way: Telegram serves one at a time
         self.polling_errors: list[Exception] = []  # what run_bot's polling was refused
         self.dropped_updates: list[dict[str, Any]] = []  # a webhook failed them every time
-        self.offsets: dict[int, int] = {}  # by a bot's id: the offset its runs poll from
         self._last_activity = time.monotonic()
         self._probes: list[Callable[[], int]] = []  # work a runner sees the bot doing
         self._webhook: dict[str, Any] | None = None

@@ -51,6 +51,7 @@ class BotRunner:
         self._guard = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._offset = 0  # the next update to poll: confirmed to the stand-in at stop()
         self._server: ThreadingHTTPServer | None = None
         self._restore: list[Callable[[], None]] = []
 
@@ -128,21 +129,19 @@ class BotRunner:
     def _poll(self) -> None:
         """Fetch updates and dispatch them, as telebot's polling does, until stop()."""
         bot = self.bot
-        # The offset is this run's own: bot.last_update_id may come from another stand-in,
-        # whose update ids began at 1 too. skip_pending drops what was queued before, as
-        # telebot does when polling starts.
-        offset = self.api.offsets.get(id(bot), 0)  # where its last run on this stand-in ended
+        # The offset is this run's own (bot.last_update_id may come from another stand-in,
+        # whose update ids began at 1 too): it starts at the first update the stand-in holds,
+        # since every run confirms what it handled when it stops.
         if getattr(bot, "skip_pending", False):
-            # As telebot: confirm all but the newest queued update, once.
+            # As telebot: confirm all but the newest queued update, once per start.
             try:
                 queued = bot.get_updates(offset=-1, timeout=1, long_polling_timeout=0)
-                offset = queued[-1].update_id if queued else offset
+                self._offset = queued[-1].update_id if queued else 0
             except Exception as error:
                 self.api.note_polling_error(error)
-            bot.skip_pending = False
         while not self._stopping.is_set():
             try:
-                updates = bot.get_updates(offset=offset, timeout=1, long_polling_timeout=1)
+                updates = bot.get_updates(offset=self._offset, timeout=1, long_polling_timeout=1)
             except Exception as error:  # the stand-in refused (an injected fault, a 409)
                 self.api.note_polling_error(error)
                 if _conflict(error) and not any(_conflict(e) for e in self.errors):
@@ -151,8 +150,16 @@ class BotRunner:
                 continue
             if updates and not self._stopping.is_set():
                 bot.process_new_updates(updates)
-                offset = updates[-1].update_id + 1
-                self.api.offsets[id(bot)] = offset
+                self._offset = updates[-1].update_id + 1
+
+    def _confirm(self) -> None:
+        """Tell the stand-in that the updates handled are done, as a poller that stops well
+        does (the next getUpdates would have): a restart does not get them again."""
+        if self._offset:
+            with contextlib.suppress(Exception):  # unconfirmed, they come again, as on Telegram
+                self.bot.get_updates(
+                    offset=self._offset, limit=1, timeout=0, long_polling_timeout=0
+                )
 
     def _serve_webhook(self) -> None:
         runner, secret = self, next(_secrets)
@@ -216,6 +223,7 @@ class BotRunner:
             self.api.wake_pollers()
             self._thread.join(15)
             self._thread = None
+            self._confirm()
         deadline = time.monotonic() + 30
         while self._busy() and time.monotonic() < deadline:  # the handlers still running
             time.sleep(0.01)

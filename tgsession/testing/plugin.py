@@ -49,10 +49,11 @@ def run_bot_fixture(
     monkeypatch.setenv("TGSESSION_DIR", str(sessions))
     forget_default_storage()
     with ExitStack() as stack:
+        # Last out, even when a runner's stop raises: no later test finds this test's store.
+        stack.callback(forget_default_storage)
 
         def run(bot: telebot.TeleBot | str | os.PathLike[str], **options: Any) -> BotRunner:
             options.setdefault("sessions", sessions)
             return stack.enter_context(running(bot_api, bot, **options))
 
         yield run
-    forget_default_storage()
