@@ -822,6 +822,43 @@ def test_a_default_store_forgotten_while_held_is_closed_once_free(tmp_path: Path
         assert disk._retired == []
 
 
+@pytest.mark.parametrize("when", ["locking", "unlocking"])
+def test_a_forget_while_a_thread_takes_or_releases_a_lock_closes_nothing_under_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    import fcntl
+
+    from tgsession import with_session
+    from tgsession.storage import disk
+
+    forgets: list[int] = []
+
+    def forgetting(original: Any) -> Any:
+        def call(fd: int, operation: int, *args: Any) -> Any:
+            unlocking = operation == fcntl.LOCK_UN
+            if not forgets and unlocking == (when == "unlocking"):
+                forgets.append(len(disk._retired))
+                disk.forget_default_storage()  # another thread's forget, at the worst time
+                forgets.append(len(disk._retired))
+            return original(fd, operation, *args)
+
+        return call
+
+    sessions = with_session(initial=dict)
+    with run_bot_sessions(tmp_path / "sessions"):
+        with sessions.open(1) as session:  # the default store is open
+            session["n"] = 1
+        monkeypatch.setattr(fcntl, "lockf", forgetting(fcntl.lockf))
+        with sessions.open(1) as session:
+            session["n"] = 2
+        monkeypatch.undo()
+        assert forgets == [0, 1]  # retired, and kept open while the thread was in its lock
+        disk.forget_default_storage()
+        assert disk._retired == []  # closed once free
+        with sessions.open(1) as session:
+            assert session == {"n": 2}
+
+
 def run_bot_sessions(directory: Path) -> Any:
     from tgsession.testing._runner import sessions_in
 

@@ -57,13 +57,20 @@ class KeyedLocks:
     def __init__(self) -> None:
         self._guard = threading.Lock()
         self._entries: dict[Hashable, _Entry] = {}
+        self._closed = False
 
     def acquire(self, key: Hashable, timeout: float | None = None, session: str = "") -> None:
-        """Take the lock of ``key``; raise SessionLockTimeout after ``timeout`` seconds.
+        """Take the lock of ``key``; raise SessionLockTimeout after ``timeout`` seconds, and
+        ValueError once `close_if_idle` succeeded.
 
-        ``session`` names the session in that error, if ``key`` is not its name.
+        ``session`` names the session in those errors, if ``key`` is not its name.
         """
         with self._guard:
+            if self._closed:
+                raise ValueError(
+                    f"session {session or str(key)!r}: its store was closed (a default store "
+                    "forgotten by forget_default_storage, say): open it again"
+                )
             entry = self._entries.get(key)
             if entry is None:
                 entry = self._entries[key] = _Entry()
@@ -88,6 +95,15 @@ class KeyedLocks:
             entry.users -= 1
             if not entry.users:
                 del self._entries[key]
+
+    def close_if_idle(self) -> bool:
+        """Refuse every later acquire, if no thread holds or awaits a key now; return whether
+        it did. Whoever closes what the locks guard (a lock file) asks this first: a thread
+        is then either counted here, or refused before it touches what was closed."""
+        with self._guard:
+            if not self._entries:
+                self._closed = True
+            return self._closed
 
     def hold(self, key: str, timeout: float | None = None) -> KeyHold:
         """Return a context manager holding the lock of ``key``."""

@@ -823,7 +823,9 @@ def forget_default_storage() -> None:
             _default = None
         for storage in list(_retired):
             shared = storage._shared
-            if shared is None or not shared.holding:
+            # Another DiskStorage of the directory keeps it open: closing this one is safe.
+            # Else no thread of this process may be between taking a lock and releasing it.
+            if shared is None or shared.users > 1 or shared.threads.close_if_idle():
                 _retired.remove(storage)
                 storage.close()
 
