@@ -902,6 +902,26 @@ def test_a_dry_run_import_makes_no_store(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
+def test_an_export_does_not_follow_a_link_another_user_left_in_a_shared_directory(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp
+    mine = tmp_path / "mine.txt"
+    mine.write_bytes(b"mine")
+    planted = shared / "export.jsonl"
+    planted.symlink_to(mine)
+    os.lchown(planted, 65534, 65534)
+    result = tgsession(*at(store), "export", "-o", str(planted))
+    assert result.returncode == 1 and b"symbolic link of another user" in result.stderr
+    assert mine.read_bytes() == b"mine"
+    own = shared / "own.jsonl"  # a link of one's own is followed
+    own.symlink_to(tmp_path / "through-link.jsonl")
+    out(tgsession(*at(store), "export", "-o", str(own)))
+    assert (tmp_path / "through-link.jsonl").read_bytes().count(b"\n") == 4
+
+
 def test_an_export_into_another_users_file_is_refused(store: DiskStorage, tmp_path: Path) -> None:
     theirs = tmp_path / "theirs.jsonl"
     theirs.write_bytes(b"theirs")
