@@ -820,19 +820,25 @@ def test_import_states_from_a_corrupt_pickle_is_one_line(
     assert result.returncode == 1 and b"is not a telebot StatePickleStorage file" in result.stderr
 
 
-def test_import_states_that_stops_part_way_says_how_many_it_imported(
+def test_import_states_reports_a_state_it_cannot_copy_and_goes_on(
     store: DiskStorage, tmp_path: Path
 ) -> None:
     good = {"state": "Survey:age", "data": {"name": "Ann"}}
     path = tmp_path / "states.pkl"
     path.write_bytes(pickle.dumps({"telebot:5:7": good, "telebot:5:8": 42, "telebot:5:9": good}))
-    result = tgsession(*at(store), "import-states", "--from-pickle", str(path))
+    with store.lock("state:5:9"):  # a handler holds it
+        result = tgsession(
+            *at(store), "--lock-timeout", "0.2", "import-states", "--from-pickle", str(path)
+        )
     said = result.stderr.decode()
     assert result.returncode == 1 and "Traceback" not in said
-    assert "stopped at telebot's state 'telebot:5:8'" in said
-    assert "1 state was imported before it" in said
-    assert "is not a telebot StatePickleStorage file" not in said
-    assert store.read("state:5:7") is not None and store.read("state:5:9") is None
+    assert "telebot's state 'telebot:5:8' was not imported: its record is of type int" in said
+    assert "telebot's state 'telebot:5:9' was not imported: session 'state:5:9' is still" in said
+    assert "(wait longer with --lock-timeout SECONDS)" in said
+    assert result.stdout.decode() == "imported 1 telebot state\n"
+    again = tgsession(*at(store), "import-states", "--from-pickle", str(path))
+    assert again.returncode == 1 and again.stdout.decode() == "imported 1 telebot state\n"
+    assert store.read("state:5:7") is not None and store.read("state:5:9") is not None
 
 
 def test_import_states_from_a_missing_file_is_one_line(store: DiskStorage, tmp_path: Path) -> None:

@@ -141,10 +141,43 @@ def test_an_import_that_stops_at_a_bad_state_names_it_and_how_many_came_before(
         states.import_pickle(str(path))
     message = str(stopped.value)
     assert "stopped at telebot's state 'telebot:1:2'" in message
-    assert "it is a list, not a telebot state record" in message
+    assert "its record is of type list, not a telebot state record" in message
     assert "1 state was imported before it" in message
-    assert "running the import again goes on from there" in message
+    assert "Import again once it is fixed or removed: the states already copied are kept" in (
+        message
+    )
     assert states.get_state(1, 1) == "Survey:age" and states.get_state(1, 3) is None
+    failed: list[tuple[str, str]] = []
+    copied = states.import_pickle(
+        str(path), on_error=lambda name, error: failed.append((name, type(error).__name__))
+    )
+    assert copied == 1 and failed == [("telebot:1:2", "ValueError")]  # it went on
+    assert states.get_state(1, 3) == "Survey:age"
+
+
+def test_states_outside_the_prefix_or_not_telebots_are_reported_by_name(
+    tmp_path: Path, storage: Any
+) -> None:
+    path = tmp_path / "states.pkl"
+    path.write_bytes(
+        pickle.dumps(
+            {
+                "bot:1:1": {"state": "S:a", "data": {}},  # made with another prefix
+                "telebot:1:2": {"state": "S:a", "data": ["a", "list"]},
+                "telebot:1:3": {"state": 7, "data": {}},
+                10: {21: "not a record"},  # the layout before StatesV2
+            }
+        )
+    )
+    failed: dict[str, str] = {}
+    copied = StateStorage(storage).import_pickle(
+        str(path), on_error=lambda name, error: failed.setdefault(name, str(error))
+    )
+    assert copied == 0
+    assert "not under the prefix 'telebot:'" in failed["bot:1:1"]
+    assert "is not a telebot state record" in failed["telebot:1:2"]
+    assert "is not a telebot state record" in failed["telebot:1:3"]
+    assert "its record is of type str, not a telebot state record" in failed["chat 10, user 21"]
 
 
 def test_a_file_that_is_not_telebots_dict_of_states_imports_nothing(
@@ -152,7 +185,7 @@ def test_a_file_that_is_not_telebots_dict_of_states_imports_nothing(
 ) -> None:
     path = tmp_path / "states.pkl"
     path.write_bytes(pickle.dumps(["telebot:1:1"]))
-    with pytest.raises(ValueError, match="holds a list, not the dict of a telebot"):
+    with pytest.raises(ValueError, match="holds a value of type list, not the dict of a"):
         StateStorage(storage).import_pickle(str(path))
 
 

@@ -214,18 +214,25 @@ class StateStorage(StateStorageBase):
         return self._change(where, partial(_replace_data, data), writes=True)
 
     def import_redis(
-        self, client: Any, prefix: str = "telebot", separator: str = ":", *, overwrite: bool = False
+        self,
+        client: Any,
+        prefix: str = "telebot",
+        separator: str = ":",
+        *,
+        overwrite: bool = False,
+        on_error: OnImportError | None = None,
     ) -> int:
         """Copy the states that a ``StateRedisStorage(prefix=..., separator=...)`` keeps;
         return how many.
 
         States already here are kept unless ``overwrite``. The Redis keys are left as they
-        are, and keys under the prefix that are not telebot states are skipped.
+        are, and keys under the prefix that are not hashes are skipped. A state that cannot
+        be copied stops the import (see `import_pickle`), unless ``on_error`` is given.
         """
         from .storage.redis import glob_escape  # redis-py is there: the client is one
 
-        importing = _Importing(f"Redis keys {prefix + separator}*", overwrite)
         start = prefix + separator
+        importing = _Importing(f"Redis keys {start}*", overwrite, on_error)
         for raw in client.scan_iter(match=glob_escape(start) + "*", count=1000):
             name = _text(raw)
             with importing.state(name):
@@ -237,13 +244,17 @@ class StateStorage(StateStorageBase):
                     "state": None if state is None else _text(state),
                     "data": json.loads(fields.get("data") or "{}"),
                 }
-                importing.copied += self._copy(
-                    name[len(prefix + separator) :].split(separator), record, overwrite
-                )
+                importing.copy(self, name[len(start) :].split(separator), record)
         return importing.copied
 
     def import_pickle(
-        self, path: str, prefix: str = "telebot", separator: str = ":", *, overwrite: bool = False
+        self,
+        path: str,
+        prefix: str = "telebot",
+        separator: str = ":",
+        *,
+        overwrite: bool = False,
+        on_error: OnImportError | None = None,
     ) -> int:
         """Copy the states of a ``StatePickleStorage(file_path=path, prefix=..., separator=...)``
         file; return how many.
@@ -252,7 +263,14 @@ class StateStorage(StateStorageBase):
         file you trust (it is logged as a warning). Both its layouts are read: StatesV2's
         (``{"<prefix>:...:<chat>:<user>": record}``) and the earlier one
         (``{chat: {user: record}}``). States already here are kept unless ``overwrite``; the
-        file is left as it is.
+        file is left as it is. A file that does not load as telebot's raises ValueError, and
+        nothing is imported.
+
+        A state that cannot be copied (a record that is not telebot's, a key outside
+        ``prefix``, a session busy beyond the storage's lock timeout) stops the import with
+        SessionError, which names it and says how many states were imported before it,
+        unless ``on_error`` is given: it is then called with the state's name and the error,
+        and the import goes on.
         """
         with open(path, "rb") as file:
             logger.warning(
@@ -267,61 +285,83 @@ class StateStorage(StateStorageBase):
                 ) from None
         if not isinstance(states, dict):
             raise ValueError(
-                f"{path} holds a {type(states).__name__}, not the dict of a telebot "
-                "StatePickleStorage; nothing was imported"
+                f"{path} holds a value of type {type(states).__name__}, not the dict of a "
+                "telebot StatePickleStorage; nothing was imported"
             )
-        importing = _Importing(path, overwrite)
+        start = prefix + separator
+        importing = _Importing(path, overwrite, on_error)
         for name, value in states.items():
-            if isinstance(name, str) and name.startswith(prefix + separator):
+            if isinstance(name, str):  # StatesV2
                 with importing.state(name):
-                    parts = name[len(prefix + separator) :].split(separator)
-                    importing.copied += self._copy(parts, value, overwrite)
+                    if not name.startswith(start):
+                        raise ValueError(
+                            f"it is not under the prefix {start!r}: give the prefix and "
+                            "separator that the StatePickleStorage was made with"
+                        )
+                    importing.copy(self, name[len(start) :].split(separator), value)
             elif isinstance(value, dict):  # before StatesV2: chat id, then user id
                 for user_id, record in value.items():
-                    with importing.state(f"{name}: {user_id}"):
-                        importing.copied += self._copy([str(name), str(user_id)], record, overwrite)
+                    with importing.state(f"chat {name}, user {user_id}"):
+                        importing.copy(self, [str(name), str(user_id)], record)
+            else:
+                with importing.state(repr(name)):
+                    raise ValueError(
+                        f"its value is of type {type(value).__name__}, not a chat's states"
+                    )
         return importing.copied
 
     def _copy(self, parts: list[str], record: Any, overwrite: bool) -> int:
         """Store a telebot state record under the key made of ``parts``; 1 if stored."""
         if not isinstance(record, dict):
             raise ValueError(
-                f"it is a {type(record).__name__}, not a telebot state record (a dict with "
-                "'state' and 'data')"
+                f"its record is of type {type(record).__name__}, not a telebot state record (a "
+                "dict with 'state' and 'data')"
             )
         state = record.get("state")
+        name = getattr(state, "name", state)  # telebot may have pickled the State itself
+        data = record.get("data") or {}
+        if not (name is None or isinstance(name, str)) or not isinstance(data, dict):
+            raise ValueError(
+                "its 'state' is not a name or its 'data' is not a dict: it is not a telebot "
+                "state record"
+            )
         with self.states.open(":".join(parts)) as stored:
             if stored and not overwrite:
                 return 0
             stored.clear()
-            stored.update(state=getattr(state, "name", state), data=record.get("data") or {})
+            stored.update(state=name, data=data)
         return 1
 
 
-class _Importing:
-    """How many states an import of telebot's has copied, and the error that says how far it
-    got when one of them fails."""
+OnImportError = Callable[[str, Exception], object]
 
-    def __init__(self, source: str, overwrite: bool) -> None:
-        self.source, self.overwrite = source, overwrite
+
+class _Importing:
+    """An import of telebot's states: how many it has copied, and what it does when one of
+    them fails (stop, saying how far it got, or tell ``on_error`` and go on)."""
+
+    def __init__(self, source: str, overwrite: bool, on_error: OnImportError | None) -> None:
+        self.source, self.overwrite, self.on_error = source, overwrite, on_error
         self.copied = 0
+
+    def copy(self, states: StateStorage, parts: list[str], record: Any) -> None:
+        self.copied += states._copy(parts, record, self.overwrite)
 
     @contextmanager
     def state(self, name: str) -> Iterator[None]:
-        """Around the copy of telebot's state ``name``: its failure stops the import."""
+        """Around the copy of telebot's state ``name``."""
         try:
             yield
         except Exception as error:
-            again = (
-                "copies them again"
-                if self.overwrite
-                else "goes on from there, keeping the states already copied"
-            )
+            if self.on_error is not None:
+                self.on_error(name, error)
+                return
+            kept = "copied again" if self.overwrite else "kept"
             raise SessionError(
                 f"the import from {self.source} stopped at telebot's state {name!r}: "
                 f"{describe(error)}; {self.copied:,} "
-                f"{'state was' if self.copied == 1 else 'states were'} imported before it, "
-                f"and running the import again {again}"
+                f"{'state was' if self.copied == 1 else 'states were'} imported before it. "
+                f"Import again once it is fixed or removed: the states already copied are {kept}"
             ) from error
 
 

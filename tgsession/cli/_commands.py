@@ -417,11 +417,21 @@ def _migrate(
 
 
 def import_states(storage: ExportableStorage, args: Any) -> int:
-    """Copy telebot's own states (StateRedisStorage or StatePickleStorage) into the store."""
+    """Copy telebot's own states (StateRedisStorage or StatePickleStorage) into the store;
+    a state that cannot be copied is reported, and the others are."""
+    failures = Failures()
     states = StateStorage(storage, key=args.key)
+
+    def failed(name: str, error: Exception) -> None:
+        failures(f"telebot's state {name!r} was not imported: {described(error)}")
+
     if args.from_pickle:
         copied = states.import_pickle(
-            args.from_pickle, args.states_prefix, args.separator, overwrite=args.overwrite
+            args.from_pickle,
+            args.states_prefix,
+            args.separator,
+            overwrite=args.overwrite,
+            on_error=failed,
         )
     else:
         import redis
@@ -429,9 +439,13 @@ def import_states(storage: ExportableStorage, args: Any) -> int:
         client = redis.Redis.from_url(args.from_redis)
         try:
             copied = states.import_redis(
-                client, args.states_prefix, args.separator, overwrite=args.overwrite
+                client,
+                args.states_prefix,
+                args.separator,
+                overwrite=args.overwrite,
+                on_error=failed,
             )
         finally:
             client.close()
     print(f"imported {copied:,} telebot state{'s' * (copied != 1)}")
-    return 0
+    return failures.code
