@@ -94,19 +94,44 @@ def test_ls_long_shows_bytes_and_expiry(store: DiskStorage) -> None:
 def test_keys_a_terminal_would_act_on_are_printed_escaped_on_one_line(
     store: DiskStorage,
 ) -> None:
-    hostile = ["session:\x1b]0;pwned\x07", "session:a\nb", "session:\u202eevil", "'session:q"]
+    hostile = [
+        "session:\x1b]0;pwned\x07",
+        "session:a\nb",
+        "session:\u202eevil",
+        "'session:q",
+        "session:1 ",  # reads as session:1
+    ]
     for key in hostile:
         store.write(key, b'{"a":1}')
     store.write("session:Zoë d", b'{"a":1}')
     listing = out(tgsession(*at(store), "ls", "session"))
     assert "\x1b" not in listing and "\u202e" not in listing
-    assert set(listing.splitlines()) >= {repr(key) for key in hostile[:3]} | {"session:Zoë d"}
+    listed = {repr(key) for key in hostile if key.startswith("session:")} | {"session:Zoë d"}
+    assert set(listing.splitlines()) >= listed
     long = out(tgsession(*at(store), "ls", "-l", "session")).splitlines()
     assert all(line.count("\t") == 2 for line in long)
     assert repr("session:a\nb") + "\t7\t-" in long
-    stats = out(tgsession(*at(store), "stats"))
+    stats = out(tgsession(*at(store), "stats", "--top", "20"))
     assert "\x1b" not in stats and repr("'session") in stats  # the kind of the quoted key
     assert f"  {7:>12,}  {hostile[0]!r}" in stats.splitlines()
+
+
+def test_export_and_show_escape_what_a_terminal_acts_on_and_keep_the_bytes(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    key, data = "session:\u009b31m", '{"name":"\u202eevil\u2028"}'.encode()
+    store.write(key, data)
+    exported = tgsession(*at(store), "export", "session").stdout
+    for raw in ("\u009b", "\u202e", "\u2028"):
+        assert raw.encode() not in exported
+    (line,) = [json.loads(line) for line in exported.splitlines() if b"\\u009b" in line]
+    assert line["key"] == key and "base64" in line  # the value's bytes, kept exactly
+    copy = DiskStorage(tmp_path / "copy")
+    out(tgsession("--store", copy.directory, "import", input=exported))
+    assert copy.read(key) == data
+    shown = out(tgsession(*at(store), "show", key))
+    assert "\\u202e" in shown and "\u202e" not in shown
+    assert json.loads(shown) == {"name": "\u202eevil\u2028"}
 
 
 def test_the_store_comes_from_the_environment_when_not_given(store: DiskStorage) -> None:
@@ -562,6 +587,42 @@ def test_migrate_says_where_a_failing_migration_raised_but_not_its_message(
     assert f"the ValueError was raised in split_name(), {tmp_path / 'mybot.py'}:5" in said
     assert "s3cret" not in said
     assert storage.read("session:1") == b'{"count":1,"name":"s3cret"}'
+
+
+HELPED_MIGRATIONS = """
+import operator
+from tgsession import DiskStorage, with_session
+
+def check(value):
+    raise ValueError("bad " + value)
+
+def through_a_helper(session):
+    check(session["name"])
+
+sessions = with_session(
+    initial=dict,
+    storage=DiskStorage({directory!r}),
+    version=3,
+    migrations={{2: operator.itemgetter("missing"), 3: through_a_helper}},
+)
+"""
+
+
+def test_migrate_names_the_helper_that_raised_and_the_migration_that_called_it(
+    tmp_path: Path,
+) -> None:
+    storage = DiskStorage(tmp_path / "sessions")
+    storage.write("session:1", b'{"name":"s3cret"}')
+    storage.write("session:2", b'{"$v":2,"name":"s3cret"}')
+    bot = tmp_path / "mybot.py"
+    bot.write_text(HELPED_MIGRATIONS.format(directory=storage.directory))
+    said = tgsession("migrate", "--manager", "mybot:sessions", cwd=tmp_path).stderr.decode()
+    assert (
+        f"the ValueError was raised in check(), {bot}:6, called from the migration "
+        f"through_a_helper(), {bot}:9"
+    ) in said
+    assert "the KeyError came from the migration itself, which is not Python code" in said
+    assert "s3cret" not in said
 
 
 def test_import_states_copies_telebot_states_from_a_pickle_file(

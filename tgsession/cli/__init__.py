@@ -22,6 +22,7 @@ from typing import Any, Callable
 from ..errors import SessionError
 from . import _commands
 from ._stores import CommandError, UsageError, open_store
+from ._text import described
 
 Command = Callable[[Any, argparse.Namespace], int]
 DEFAULT_LOCK_TIMEOUT = 10.0  # seconds to wait for a session that a handler holds
@@ -186,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tgsession: error: {error}", file=sys.stderr)
         return 2
     except _failures() as error:
-        print(f"tgsession: {_commands.described(error)}", file=sys.stderr)
+        print(f"tgsession: {described(error)}", file=sys.stderr)
         return 1
     finally:
         close = getattr(storage, "close", None)

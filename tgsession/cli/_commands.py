@@ -12,18 +12,12 @@ import os
 import stat
 import sys
 import time
-import traceback
 from collections.abc import Iterator
 from typing import IO, Any
 
 import msgspec
 
-from ..errors import (
-    SessionDecodeError,
-    SessionError,
-    SessionLockTimeout,
-    SessionMigrationError,
-)
+from ..errors import SessionDecodeError, SessionError
 from ..manager import SessionManager
 from ..migrations import VERSION_KEY
 from ..states import StateStorage
@@ -32,25 +26,7 @@ from . import _dump
 from ._edit import edit_session
 from ._progress import Progress
 from ._stores import CommandError, load_manager, require_store
-
-
-def described(error: BaseException) -> str:
-    """The message of ``error``, with what to do about a busy session, and for a migration
-    that raised, where it did: the place only, as the cause's message may quote the
-    session's values."""
-    if isinstance(error, SessionLockTimeout):
-        return f"{error} (wait longer with --lock-timeout SECONDS)"
-    cause = error.__cause__
-    if isinstance(error, SessionMigrationError) and cause is not None:
-        # The first frame is the migration runner's, which caught it; the next, the step's.
-        frames = traceback.extract_tb(cause.__traceback__)[1:]
-        if frames:
-            where = frames[0]
-            return (
-                f"{error}; the {type(cause).__name__} was raised in {where.name}(), "
-                f"{where.filename}:{where.lineno}"
-            )
-    return str(error)
+from ._text import described, escaped_json, shown
 
 
 class Failures:
@@ -83,16 +59,6 @@ def _entries(
 ) -> Iterator[StoredEntry]:
     for prefix in _prefixes(kinds):
         yield from storage.entries(prefix, on_error=failures.on_entry)
-
-
-def shown(key: str) -> str:
-    """``key`` as a line of output: as it is, or, if it holds characters that a terminal
-    would act on or that would break the line (control characters, say) or starts with a
-    quote, as a Python string literal ('a\\nb'), so that a hostile key cannot drive the
-    terminal and every key stays one line."""
-    if key.isprintable() and not key.startswith(("'", '"')):
-        return key
-    return repr(key)
 
 
 def _when(expires: float | None) -> str:
@@ -136,7 +102,7 @@ def show(storage: ExportableStorage, args: Any) -> int:
         raise CommandError(
             f"session {args.entry!r} is not JSON (another codec wrote it): use show --raw"
         ) from None
-    print(msgspec.json.format(data, indent=2).decode())
+    print(escaped_json(msgspec.json.format(data, indent=2)).decode())
     return 0
 
 

@@ -6,7 +6,8 @@
 
 ``value`` is the stored JSON itself, written and read back byte for byte (msgspec.Raw), so an
 export imported into an empty store stores the same bytes. Bytes that are not one line of
-JSON (another codec's, say) are kept as ``base64``. ``expires`` is when the session expires,
+JSON (another codec's, say), or that hold characters a terminal acts on (see _text), are kept
+as ``base64``. ``expires`` is when the session expires,
 in UTC; a session without it never does.
 """
 
@@ -18,6 +19,8 @@ from datetime import datetime, timezone
 from typing import Optional
 
 import msgspec
+
+from ._text import escaped_json, has_active
 
 
 class Line(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
@@ -46,13 +49,15 @@ def encode(key: str, data: bytes, expires: float | None) -> bytes:
         line = Line(key, when, value=msgspec.Raw(data))
     else:
         line = Line(key, when, base64=b64encode(data).decode("ascii"))
-    return _ENCODER.encode(line) + b"\n"
+    return escaped_json(_ENCODER.encode(line)) + b"\n"  # the key's characters, if any
 
 
 def _is_json_line(data: bytes) -> bool:
     if b"\n" in data or b"\r" in data:  # legal JSON whitespace, but it would split the line
         return False
     if data != data.strip(b" \t"):  # msgspec.Raw keeps no whitespace around a value
+        return False
+    if has_active(data):  # escaping them would change the bytes
         return False
     try:
         _JSON.decode(data)

@@ -24,6 +24,7 @@ from ..errors import SessionError
 from ..manager import SessionManager
 from ..storage.base import ExportableStorage
 from ._stores import CommandError
+from ._text import described
 
 # Lines the editor shows above the session: never JSON (a JSON text has no line starting with
 # "//"), so they are dropped from what comes back.
@@ -146,7 +147,7 @@ def _checked(entry: str, text: str, manager: SessionManager[Any] | None) -> byte
         session = manager.decode(entry, data)
         return manager.check_loads_back(entry, manager.encode(entry, session), session)
     except SessionError as error:
-        raise ValueError(str(error)) from None
+        raise ValueError(described(error)) from None
 
 
 def _run_editor(command: list[str], entry: str, text: str, problem: str) -> bytes | None:
