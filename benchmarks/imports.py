@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 _TIMED = (
     "import time; started = time.perf_counter(); "
-    "import {module}; print((time.perf_counter() - started) * 1000)"
+    "import {module} as module; print((time.perf_counter() - started) * 1000); "
+    "print(module.__file__)"
 )
 
 
@@ -38,7 +39,9 @@ def import_ms(cases: dict[str, tuple[str, Path]], rounds: int) -> dict[str, floa
             environments[name] = environment
         samples: dict[str, list[float]] = {name: [] for name in cases}
         for round_ in range(rounds + 1):  # the first, untimed, compiles the bytecode
-            for name, (module, checkout) in cases.items():
+            # Every other round in the other order: no case always runs after the same one.
+            for name in list(cases)[:: 1 if round_ % 2 else -1]:
+                module, checkout = cases[name]
                 result = subprocess.run(
                     [sys.executable, "-c", _TIMED.format(module=module)],
                     capture_output=True,
@@ -47,8 +50,12 @@ def import_ms(cases: dict[str, tuple[str, Path]], rounds: int) -> dict[str, floa
                     cwd=checkout,  # the checkout's own package, not one installed elsewhere
                     env=environments[name],
                 )
+                milliseconds, where = result.stdout.split()
+                own = checkout / module
+                if own.is_dir() and not Path(where).is_relative_to(own):
+                    raise RuntimeError(f"{name}: {module} came from {where}, not from {own}")
                 if round_:
-                    samples[name].append(float(result.stdout))
+                    samples[name].append(float(milliseconds))
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -59,6 +66,8 @@ def main() -> None:
     args = parser.parse_args()
     cases = {"tgsession": ("tgsession", ROOT), "msgspec alone": ("msgspec", ROOT)}
     if args.other:
+        if not (args.other / "tgsession").is_dir():
+            parser.error(f"{args.other} has no tgsession package")
         cases["tgsession, other checkout"] = ("tgsession", args.other.resolve())
     results = import_ms(cases, args.rounds)
     for name, value in results.items():
