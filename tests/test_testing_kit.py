@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -857,6 +859,34 @@ def test_a_forget_while_a_thread_takes_or_releases_a_lock_closes_nothing_under_i
         assert disk._retired == []  # closed once free
         with sessions.open(1) as session:
             assert session == {"n": 2}
+
+
+def test_runs_of_a_threaded_bot_leave_no_files_of_their_stores_open(
+    bot_api: FakeBotAPI, tmp_path: Path
+) -> None:
+    import gc
+
+    from tgsession import with_session
+
+    sessions = with_session(initial=lambda: {"n": 0})
+    bot = telebot.TeleBot(FakeBotAPI.token)  # threaded: telebot's workers outlive each run
+
+    @bot.message_handler(func=lambda message: True)
+    @sessions
+    def count(message: Any, session: dict[str, int]) -> None:
+        session["n"] += 1
+
+    for run in range(3):
+        with run_bot(bot_api, bot, sessions=tmp_path / f"run{run}") as runner:
+            for user in range(4):
+                bot_api.push_message(user_id=user, text="hi")
+            runner.wait_idle()
+    gc.collect()
+    open_files = []
+    for descriptor in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            open_files.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+    assert [name for name in open_files if name.startswith(str(tmp_path))] == []
 
 
 def run_bot_sessions(directory: Path) -> Any:

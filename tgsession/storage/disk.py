@@ -25,6 +25,7 @@ import sqlite3
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -352,7 +353,15 @@ class _Directory:
         cache = self.cache
         connection: sqlite3.Connection = cache._con
         if getattr(self.local, "connection", None) is not connection:
-            connection.create_function("tgsession_checked", 2, self._checked)
+            # Through a weak reference: a connection of a thread that outlives this directory
+            # (a worker of telebot's pool) would otherwise keep it, and so itself, open.
+            checked = weakref.WeakMethod(self._checked)
+
+            def call_checked(value: bytes, key: str) -> bytes:
+                method = checked()  # alive: a write holds its directory
+                return value if method is None else method(value, key)
+
+            connection.create_function("tgsession_checked", 2, call_checked)
             self.local.connection = connection
         if connection.in_transaction and not getattr(self.local, "saving", False):
             # Left open by an operation that an exception (a signal handler's, say) cut off

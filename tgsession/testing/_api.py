@@ -618,15 +618,19 @@ class FakeBotAPI:
             with self._changed:
                 self._polling -= 1
 
-    def _updates_after(self, offset: int, limit: int, deadline: float) -> list[dict[str, Any]]:
+    def confirm(self, offset: int) -> None:
+        """Forget the queued updates before ``offset``, as a ``getUpdates`` with that offset
+        does on the real Bot API (a negative one keeps the last ``-offset`` updates)."""
         with self._changed:
-            # An offset confirms every update before it, as on the real Bot API; a negative
-            # one keeps the last -offset updates and forgets the others.
             if offset < 0:
                 self._updates = self._updates[offset:]
             else:
                 self._updates = [u for u in self._updates if u["update_id"] >= offset]
             self._changed.notify_all()
+
+    def _updates_after(self, offset: int, limit: int, deadline: float) -> list[dict[str, Any]]:
+        self.confirm(offset)
+        with self._changed:
             woken = self._wakes
             while not self._updates and not self._closing and self._wakes == woken:
                 left = deadline - time.monotonic()

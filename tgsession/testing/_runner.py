@@ -133,12 +133,9 @@ class BotRunner:
         # whose update ids began at 1 too): it starts at the first update the stand-in holds,
         # since every run confirms what it handled when it stops.
         if getattr(bot, "skip_pending", False):
-            # As telebot: confirm all but the newest queued update, once per start.
-            try:
-                queued = bot.get_updates(offset=-1, timeout=1, long_polling_timeout=0)
-                self._offset = queued[-1].update_id if queued else 0
-            except Exception as error:
-                self.api.note_polling_error(error)
+            # As telebot's getUpdates with offset -1 (a long poll when nothing is queued, which
+            # the stand-in is spared): all but the newest queued update are dropped, per start.
+            self.api.confirm(-1)
         while not self._stopping.is_set():
             try:
                 updates = bot.get_updates(offset=self._offset, timeout=1, long_polling_timeout=1)
@@ -151,15 +148,6 @@ class BotRunner:
             if updates and not self._stopping.is_set():
                 bot.process_new_updates(updates)
                 self._offset = updates[-1].update_id + 1
-
-    def _confirm(self) -> None:
-        """Tell the stand-in that the updates handled are done, as a poller that stops well
-        does (the next getUpdates would have): a restart does not get them again."""
-        if self._offset:
-            with contextlib.suppress(Exception):  # unconfirmed, they come again, as on Telegram
-                self.bot.get_updates(
-                    offset=self._offset, limit=1, timeout=0, long_polling_timeout=0
-                )
 
     def _serve_webhook(self) -> None:
         runner, secret = self, next(_secrets)
@@ -223,7 +211,10 @@ class BotRunner:
             self.api.wake_pollers()
             self._thread.join(15)
             self._thread = None
-            self._confirm()
+            # The updates handled are done, as a poller that stops well tells Telegram (with
+            # one more getUpdates, which telebot cannot send without a long poll): a restart
+            # does not get them again.
+            self.api.confirm(self._offset)
         deadline = time.monotonic() + 30
         while self._busy() and time.monotonic() < deadline:  # the handlers still running
             time.sleep(0.01)
