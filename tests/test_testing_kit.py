@@ -889,6 +889,41 @@ def test_runs_of_a_threaded_bot_leave_no_files_of_their_stores_open(
     assert [name for name in open_files if name.startswith(str(tmp_path))] == []
 
 
+def test_a_session_held_through_a_forgotten_store_stays_locked_when_another_store_closes(
+    tmp_path: Path,
+) -> None:
+    from tgsession import with_session
+    from tgsession.storage import disk
+
+    directory = tmp_path / "sessions"
+    with run_bot_sessions(directory):
+        held = with_session(initial=dict).open(1)
+        session = held.__enter__()  # a handler holds it, through the default store
+        other = DiskStorage(directory)  # another store object of the same directory
+        disk.forget_default_storage()
+        other.close()  # allowed: it holds nothing; the directory must stay open
+        elsewhere = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from tgsession import DiskStorage, SessionLockTimeout\n"
+                f"store = DiskStorage({str(directory)!r}, lock_timeout=0.3)\n"
+                "try:\n"
+                "    store.lock('session:1').__enter__()\n"
+                "except SessionLockTimeout:\n"
+                "    sys.exit(7)\n",
+            ],
+            env=child_env(),
+            timeout=60,
+        )
+        assert elsewhere.returncode == 7  # still locked by the handler
+        session["saved"] = True
+        held.__exit__(None, None, None)  # and its save goes through
+        disk.forget_default_storage()
+        assert disk._retired == []
+    assert json.loads(DiskStorage(directory).read("session:1") or b"") == {"saved": True}
+
+
 def run_bot_sessions(directory: Path) -> Any:
     from tgsession.testing._runner import sessions_in
 

@@ -342,6 +342,7 @@ class _Directory:
         self.threads = KeyedLocks()
         self.holding: dict[str, _LockFile] = {}  # the lock file of each key held here
         self.users = 0  # DiskStorage objects of this process using it
+        self.closed = False
         self.local = threading.local()  # each thread's connection, once it has the function
 
     def connection(self) -> sqlite3.Connection:
@@ -494,13 +495,24 @@ def _use_directory(path: str) -> _Directory:
 
 
 def _release_directory(directory: _Directory) -> None:
-    """Stop using ``directory``; the last user of this process closes it."""
+    """Stop using ``directory``; the last user of this process closes it: at once, or, if a
+    thread still holds one of its locks, when that thread releases the last of them."""
     with _directories_guard:
         directory.users -= 1
-        if directory.users == 0 and directory.generation == _generation:
-            if _directories.get(directory.identity) is directory:
-                del _directories[directory.identity]
-            directory.close()
+        _close_if_unused(directory)
+
+
+def _close_if_unused(directory: _Directory) -> None:
+    """Close ``directory`` if no DiskStorage of this process uses it and no thread is in one
+    of its locks; later lock takers are refused (call with _directories_guard held)."""
+    if directory.users or directory.closed or directory.generation != _generation:
+        return
+    if not directory.threads.close_if_idle():
+        return  # closed by the release of its last lock
+    if _directories.get(directory.identity) is directory:
+        del _directories[directory.identity]
+    directory.closed = True
+    directory.close()
 
 
 def _successor(prefix: str) -> str | None:
@@ -584,6 +596,9 @@ class _ByteLock:
             fcntl.lockf(self.lock_file.fd, fcntl.LOCK_UN, 1, self.offset)
         finally:
             directory.threads.release(self.offset)
+            if not directory.users:  # its last DiskStorage was closed while this was held
+                with _directories_guard:
+                    _close_if_unused(directory)
 
 
 class DiskStorage:
@@ -833,9 +848,11 @@ def forget_default_storage() -> None:
             _default = None
         for storage in list(_retired):
             shared = storage._shared
-            # Another DiskStorage of the directory keeps it open: closing this one is safe.
-            # Else no thread of this process may be between taking a lock and releasing it.
-            if shared is None or shared.users > 1 or shared.threads.close_if_idle():
+            # Not while a thread is in one of the directory's locks: it may hold a session
+            # through this object, and still have to save it. (A thread that takes one after
+            # this check, through this object, looked it up before the forget: it is told
+            # that its store was closed.)
+            if shared is None or not len(shared.threads):
                 _retired.remove(storage)
                 storage.close()
 
