@@ -989,6 +989,79 @@ def test_an_export_does_not_follow_a_link_another_user_left_in_a_shared_director
     assert (tmp_path / "through-link.jsonl").read_bytes().count(b"\n") == 4
 
 
+@pytest.mark.parametrize("layout", ["their directory", "a chain", "a linked directory"])
+def test_an_export_is_never_written_through_another_users_link(
+    store: DiskStorage, tmp_path: Path, layout: str
+) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_bytes(b"mine")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    theirs.chmod(0o777)
+    os.chown(theirs, 65534, 65534)
+    if layout == "their directory":  # their link, in a directory they own
+        target = theirs / "export.txt"
+        target.symlink_to(mine / "notes.txt")
+        os.lchown(target, 65534, 65534)
+    elif layout == "a chain":  # a link of mine to a link of theirs
+        (theirs / "link").symlink_to(mine / "notes.txt")
+        os.lchown(theirs / "link", 65534, 65534)
+        target = tmp_path / "my-link"
+        target.symlink_to(theirs / "link")
+    else:  # their link to a directory, then the file's name
+        (theirs / "dir").symlink_to(mine)
+        os.lchown(theirs / "dir", 65534, 65534)
+        target = theirs / "dir" / "notes.txt"
+    result = tgsession(*at(store), "export", "-o", str(target))
+    assert result.returncode == 1 and b"a symbolic link of another user" in result.stderr
+    assert (mine / "notes.txt").read_bytes() == b"mine"
+
+
+def test_an_export_refuses_another_users_pipe_and_one_nobody_reads(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    theirs = tmp_path / "theirs.fifo"
+    os.mkfifo(theirs, 0o666)
+    os.chown(theirs, 65534, 65534)
+    reader = os.open(theirs, os.O_RDONLY | os.O_NONBLOCK)  # they read it
+    try:
+        result = tgsession(*at(store), "export", "-o", str(theirs))
+        assert result.returncode == 1 and b"belongs to another user" in result.stderr
+        assert os.read(reader, 100) == b""  # nothing reached them
+    finally:
+        os.close(reader)
+    unread = tmp_path / "unread.fifo"
+    os.mkfifo(unread, 0o600)
+    result = tgsession(*at(store), "export", "-o", str(unread))  # not waited on forever
+    assert result.returncode == 1 and b"a pipe that nobody reads" in result.stderr
+
+
+def test_an_export_to_dev_stdout_appends_as_the_shell_opened_it(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    log = tmp_path / "log.txt"
+    log.write_bytes(b"before\n")
+    log.chmod(0o644)
+    with open(log, "ab") as appending:
+        subprocess.run(
+            [sys.executable, "-m", "tgsession", *at(store), "export", "-o", "/dev/stdout"],
+            stdout=appending,
+            env=child_env(),
+            check=True,
+            timeout=120,
+        )
+    assert log.read_bytes().startswith(b"before\n") and log.read_bytes().count(b"\n") == 5
+    assert log.stat().st_mode & 0o777 == 0o644
+
+
+def test_an_export_into_the_stores_own_directory_is_refused(store: DiskStorage) -> None:
+    database = Path(store.directory) / "cache.db"
+    result = tgsession(*at(store), "export", "-o", str(database))
+    assert result.returncode == 1 and b"in the store's own directory" in result.stderr
+    assert store.read("session:1") is not None
+
+
 def test_an_export_into_another_users_file_is_refused(store: DiskStorage, tmp_path: Path) -> None:
     theirs = tmp_path / "theirs.jsonl"
     theirs.write_bytes(b"theirs")

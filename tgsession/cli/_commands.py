@@ -9,7 +9,6 @@ from __future__ import annotations
 import heapq
 import json
 import os
-import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from ..states import StateStorage
 from ..storage.base import ExportableStorage, StoredEntry
 from . import _dump
 from ._edit import edit_session
+from ._output import open_export
 from ._progress import Progress
 from ._stores import CommandError, load_manager, require_store
 from ._text import described, escaped_json, shown
@@ -194,7 +194,7 @@ def export(storage: ExportableStorage, args: Any) -> int:
     """Write every session (of the given kinds) as JSON Lines, streaming."""
     failures = Failures()
     progress = Progress("exported")
-    output = sys.stdout.buffer if args.output in (None, "-") else _open_export(args.output)
+    output = open_export(args.output or "-", getattr(storage, "directory", None))
     try:
         for entry in _entries(storage, args.kinds, failures):
             output.write(_dump.encode(entry.key, entry.data, entry.expires))
@@ -205,55 +205,6 @@ def export(storage: ExportableStorage, args: Any) -> int:
             output.close()
     progress.done()
     return failures.code
-
-
-def _open_export(path: str) -> IO[bytes]:
-    """Open ``path`` for an export, owner-only as the store's own files: it holds every
-    session. A pipe or a device (``/dev/stdout``) is written as it is.
-
-    Refused: a file of another user (it could not be made owner-only), and a symbolic link
-    that another user left in a directory others can write (it could point at any file this
-    user may write). The file is checked once open and only then emptied, so a file or link
-    swapped in between the check and the open is caught too.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
-    try:
-        link = os.lstat(path)
-    except FileNotFoundError:
-        link = None
-    if link is not None and stat.S_ISLNK(link.st_mode):
-        _refuse_planted_link(path, link)
-    else:
-        flags |= os.O_NOFOLLOW  # no link put there since the lstat
-    descriptor = os.open(path, flags, 0o600)
-    try:
-        info = os.fstat(descriptor)
-        if stat.S_ISREG(info.st_mode):
-            if info.st_uid != os.geteuid():
-                raise CommandError(
-                    f"{path} belongs to another user, so the export could not be "
-                    "owner-only: write it to a new file"
-                )
-            os.fchmod(descriptor, 0o600)  # an existing file of ours keeps its mode otherwise
-            os.ftruncate(descriptor, 0)
-    except BaseException:
-        os.close(descriptor)
-        raise
-    return os.fdopen(descriptor, "wb")
-
-
-def _refuse_planted_link(path: str, link: os.stat_result) -> None:
-    """Raise CommandError for a symbolic link that the kernel's protected_symlinks rule
-    would not follow: another user's, in a directory that others can write and that the
-    link's owner does not own."""
-    parent = os.stat(os.path.dirname(os.path.abspath(path)))
-    shared = parent.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    if shared and link.st_uid not in (os.geteuid(), parent.st_uid):
-        raise CommandError(
-            f"{path} is a symbolic link of another user in a directory others can write: "
-            "it could point at any of your files, so it is not followed; write the export "
-            "to a new file"
-        )
 
 
 def import_(storage: ExportableStorage, args: Any) -> int:
