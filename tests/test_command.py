@@ -754,6 +754,22 @@ def _foreign_row(store: DiskStorage, key: str) -> None:
         cache.set(key, {"pickled": True})  # what another program might leave
 
 
+def test_a_row_whose_key_is_not_utf8_is_skipped_by_every_listing(store: DiskStorage) -> None:
+    import sqlite3
+
+    with sqlite3.connect(Path(store.directory) / "cache.db") as database:  # another program's
+        database.execute(
+            "INSERT INTO Cache (key, raw, store_time, expire_time, access_time, access_count,"
+            " tag, size, mode, filename, value) VALUES (CAST(X'73657373696f6e3a32ff1b5d30'"
+            " AS TEXT), 1, 0, NULL, 0, 0, NULL, 0, 1, NULL, X'7b7d')"
+        )
+    for command in (["ls"], ["ls", "-l"], ["stats"], ["export"]):
+        result = tgsession(*at(store), *command)
+        assert result.returncode == 0, result.stderr
+        assert b"session:3" in result.stdout and b"\x1b" not in result.stdout + result.stderr
+        assert b"its key is not UTF-8" in result.stderr
+
+
 def test_rm_removes_a_foreign_entry_and_goes_on_past_a_busy_one(store: DiskStorage) -> None:
     _foreign_row(store, "session:9")
     with store.lock("session:2"):  # a handler holds it

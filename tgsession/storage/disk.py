@@ -771,20 +771,32 @@ class DiskStorage:
         """
         # Keys are compared as SQLite stores them, UTF-8 bytes, whose order is that of code
         # points, as Python's: the keys with the prefix lie between it and its successor.
+        # Keys are read as bytes: another program may have stored one that is not UTF-8,
+        # which sqlite3 would fail to decode, ending the listing. It is skipped and logged.
         end = _successor(prefix)
         select = (
-            f"SELECT key{columns} FROM Cache WHERE key {{}} ?"
+            f"SELECT CAST(key AS BLOB){columns} FROM Cache WHERE key {{}} CAST(? AS TEXT)"
             + ("" if end is None else " AND key < ?")
             + " AND raw = 1 AND typeof(key) = 'text' AND (expire_time IS NULL OR expire_time > ?)"
             " ORDER BY key LIMIT 1000"
         )
         first, after = select.format(">="), select.format(">")
         bound = () if end is None else (end,)
-        statement, start = first, prefix
+        statement, start = first, prefix.encode()
         while True:
             connection = self._dir().connection()
             rows = connection.execute(statement, (start, *bound, time.time())).fetchall()
-            yield from rows
+            for raw, *rest in rows:
+                try:
+                    key = raw.decode()
+                except UnicodeDecodeError:
+                    logger.warning(
+                        "skipped the row %r in %s: its key is not UTF-8, so not tgsession's",
+                        raw,
+                        self.directory,
+                    )
+                    continue
+                yield (key, *rest)
             if len(rows) < 1000:
                 return
             statement, start = after, rows[-1][0]
