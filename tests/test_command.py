@@ -770,6 +770,29 @@ def test_a_row_whose_key_is_not_utf8_is_skipped_by_every_listing(store: DiskStor
         assert b"its key is not UTF-8" in result.stderr
 
 
+def test_a_session_nested_too_deeply_for_json_parsers_is_exported_exactly(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    deep = b"[" * 2000 + b"]" * 2000
+    store.write("session:deep", deep)
+    exported = out(tgsession(*at(store), "export")).encode()
+    copy = DiskStorage(tmp_path / "copy")
+    out(tgsession("--store", copy.directory, "import", input=exported))
+    assert copy.read("session:deep") == deep
+    shown = tgsession(*at(store), "show", "session:deep")
+    assert shown.returncode == 1 and b"nested too deeply to show as JSON" in shown.stderr
+
+
+def test_what_the_command_says_on_stderr_carries_no_control_characters(
+    store: DiskStorage,
+) -> None:
+    line = b'{"key":"session:1","\\u001b]0;PWNED\\u0007":1}\n'
+    result = tgsession(*at(store), "import", input=line)
+    assert result.returncode == 1 and b"line 1" in result.stderr
+    assert b"\x1b" not in result.stderr and b"\x07" not in result.stderr
+    assert b"\\x1b]0;PWNED\\x07" in result.stderr
+
+
 def test_rm_removes_a_foreign_entry_and_goes_on_past_a_busy_one(store: DiskStorage) -> None:
     _foreign_row(store, "session:9")
     with store.lock("session:2"):  # a handler holds it

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tgsession import DiskStorage, MemoryStorage, SessionError, StateStorage, isolate
+from tgsession.errors import describe
 from tgsession.testing import FakeBotAPI
 
 from conftest import polling
@@ -189,21 +190,29 @@ def test_a_file_that_is_not_telebots_dict_of_states_imports_nothing(
         StateStorage(storage).import_pickle(str(path))
 
 
-def test_an_import_from_redis_that_stops_at_bad_data_says_how_far_it_got(storage: Any) -> None:
+def test_an_import_from_redis_names_bad_data_and_keys_that_are_not_utf8(storage: Any) -> None:
     import redis
 
     from conftest import redis_url
 
     client = redis.Redis.from_url(redis_url())
     prefix = "tgsession-test-bad-import"
+    not_utf8 = f"{prefix}:5:\xff".encode("latin-1")
     try:
         client.hset(f"{prefix}:5:5", mapping={"state": "S:a", "data": "{not json"})
-        with pytest.raises(SessionError) as stopped:
+        client.hset(not_utf8, mapping={"state": "S:a"})
+        client.hset(f"{prefix}:5:6", mapping={"state": "S:a", "data": '{"n": 1}'})
+        failed: dict[str, str] = {}
+        copied = StateStorage(storage).import_redis(
+            client, prefix, on_error=lambda name, error: failed.setdefault(name, describe(error))
+        )
+        assert copied == 1
+        assert failed[f"{prefix}:5:5"].startswith("JSONDecodeError")
+        assert failed[f"{prefix}:5:\\xff"].startswith("UnicodeDecodeError")
+        with pytest.raises(SessionError, match="stopped at telebot's state"):
             StateStorage(storage).import_redis(client, prefix)
-        assert f"stopped at telebot's state '{prefix}:5:5': JSONDecodeError" in str(stopped.value)
-        assert "0 states were imported before it" in str(stopped.value)
     finally:
-        client.delete(f"{prefix}:5:5")
+        client.delete(f"{prefix}:5:5", f"{prefix}:5:6", not_utf8)
         client.close()
 
 

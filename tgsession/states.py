@@ -234,8 +234,9 @@ class StateStorage(StateStorageBase):
         start = prefix + separator
         importing = _Importing(f"Redis keys {start}*", overwrite, on_error)
         for raw in client.scan_iter(match=glob_escape(start) + "*", count=1000):
-            name = _text(raw)
-            with importing.state(name):
+            label = raw.decode(errors="backslashreplace") if isinstance(raw, bytes) else raw
+            with importing.state(label):
+                name = _text(raw)  # not UTF-8: another program's key, skipped and reported
                 if _text(client.type(raw)) != "hash":
                     continue
                 fields = {_text(field): value for field, value in client.hgetall(raw).items()}
@@ -319,7 +320,8 @@ class StateStorage(StateStorageBase):
             )
         state = record.get("state")
         name = getattr(state, "name", state)  # telebot may have pickled the State itself
-        data = record.get("data") or {}
+        data = record.get("data")
+        data = {} if data is None else data
         if not (name is None or isinstance(name, str)) or not isinstance(data, dict):
             raise ValueError(
                 "its 'state' is not a name or its 'data' is not a dict: it is not a telebot "

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from ..errors import SessionError
 from . import _commands
 from ._stores import CommandError, UsageError, open_store
-from ._text import described
+from ._text import Formatter, described, say
 
 Command = Callable[[Any, argparse.Namespace], int]
 DEFAULT_LOCK_TIMEOUT = 10.0  # seconds to wait for a session that a handler holds
@@ -162,7 +162,9 @@ def _store_spec(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command with ``argv`` (default: the process's arguments); return its exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(format="tgsession: %(message)s", level=logging.WARNING)
+    handler = logging.StreamHandler()
+    handler.setFormatter(Formatter("tgsession: %(message)s"))
+    logging.basicConfig(handlers=[handler], level=logging.WARNING)
     storage = None
     try:
         # migrate uses the manager's own store unless one is named
@@ -184,10 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except UsageError as error:
-        print(f"tgsession: error: {error}", file=sys.stderr)
+        say(f"error: {error}")
         return 2
     except _failures() as error:
-        print(f"tgsession: {described(error)}", file=sys.stderr)
+        say(described(error))
         return 1
     finally:
         close = getattr(storage, "close", None)

@@ -26,7 +26,7 @@ from ._edit import edit_session
 from ._output import open_export
 from ._progress import Progress
 from ._stores import CommandError, load_manager, require_store
-from ._text import described, escaped_json, shown
+from ._text import described, escaped_json, say, shown
 
 
 class Failures:
@@ -38,7 +38,7 @@ class Failures:
 
     def __call__(self, message: str) -> None:
         self.count += 1
-        print(f"tgsession: {message}", file=sys.stderr)
+        say(message)
 
     def on_entry(self, key: str, error: SessionError) -> None:
         """For ``entries(on_error=...)``: a stored entry that is not session bytes."""
@@ -98,11 +98,16 @@ def show(storage: ExportableStorage, args: Any) -> int:
         return 0
     try:
         msgspec.json.decode(data)
+        shown_json = escaped_json(msgspec.json.format(data, indent=2))
     except msgspec.DecodeError:
         raise CommandError(
             f"session {args.entry!r} is not JSON (another codec wrote it): use show --raw"
         ) from None
-    print(escaped_json(msgspec.json.format(data, indent=2)).decode())
+    except RecursionError:
+        raise CommandError(
+            f"session {args.entry!r} is nested too deeply to show as JSON: use show --raw"
+        ) from None
+    print(shown_json.decode())
     return 0
 
 

@@ -61,7 +61,7 @@ def _is_json_line(data: bytes) -> bool:
         return False
     try:
         _JSON.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # nested too deeply to parse as a value
         return False
     return True
 

@@ -24,7 +24,7 @@ from ..errors import SessionError
 from ..manager import SessionManager
 from ..storage.base import ExportableStorage
 from ._stores import CommandError
-from ._text import described
+from ._text import described, say
 
 # Lines the editor shows above the session: never JSON (a JSON text has no line starting with
 # "//"), so they are dropped from what comes back.
@@ -129,7 +129,7 @@ def _ttl(storage: ExportableStorage, entry: str, manager: SessionManager[Any] | 
 
 
 def _aborted(why: str) -> None:
-    print(f"tgsession: aborted: {why}", file=sys.stderr)
+    say(f"aborted: {why}")
 
 
 def _checked(entry: str, text: str, manager: SessionManager[Any] | None) -> bytes:

@@ -8,7 +8,9 @@ reorder or break what it shows. Printed keys and JSON never carry them raw.
 
 from __future__ import annotations
 
+import logging
 import re
+import sys
 import traceback
 
 from ..errors import SessionLockTimeout, SessionMigrationError
@@ -66,3 +68,24 @@ def _raised_where(cause: BaseException) -> str:
     if raised is not step:
         where += f", called from the migration {step.name}(), {step.filename}:{step.lineno}"
     return f"the {kind} was raised {where} ({hidden})"
+
+
+def printable(text: str) -> str:
+    """``text`` with each character that is not printable (a control character, a
+    bidirectional override) written as its Python escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def say(message: str) -> None:
+    """Print ``message`` on stderr as the command's own, with nothing a terminal acts on:
+    an error may quote a key, a file name or a parser's view of a line it was given."""
+    print(f"tgsession: {printable(message)}", file=sys.stderr)
+
+
+class Formatter(logging.Formatter):
+    """The command's log lines, like its messages (see `say`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
