@@ -780,7 +780,12 @@ def test_a_session_nested_too_deeply_for_json_parsers_is_exported_exactly(
     out(tgsession("--store", copy.directory, "import", input=exported))
     assert copy.read("session:deep") == deep
     shown = tgsession(*at(store), "show", "session:deep")
-    assert shown.returncode == 1 and b"nested too deeply to show as JSON" in shown.stderr
+    assert shown.returncode == 1 and b"or it is nested too deeply): use show --raw" in shown.stderr
+    edited = tgsession(*at(store), "edit", "session:deep", EDITOR="true")
+    assert edited.returncode == 1 and b"or it is nested too deeply)" in edited.stderr
+    line = b'{"key":"session:x","value":' + b"[" * 200_000 + b"]" * 200_000 + b"}\n"
+    imported = tgsession("--store", copy.directory, "import", input=line + exported)
+    assert imported.returncode == 1 and b"line 1: its value is nested too deeply" in imported.stderr
 
 
 def test_what_the_command_says_on_stderr_carries_no_control_characters(
@@ -1028,7 +1033,9 @@ def test_an_export_does_not_follow_a_link_another_user_left_in_a_shared_director
     assert (tmp_path / "through-link.jsonl").read_bytes().count(b"\n") == 4
 
 
-@pytest.mark.parametrize("layout", ["their directory", "a chain", "a linked directory"])
+@pytest.mark.parametrize(
+    "layout", ["their directory", "a chain", "a linked directory", "a link, then .."]
+)
 def test_an_export_is_never_written_through_another_users_link(
     store: DiskStorage, tmp_path: Path, layout: str
 ) -> None:
@@ -1048,10 +1055,15 @@ def test_an_export_is_never_written_through_another_users_link(
         os.lchown(theirs / "link", 65534, 65534)
         target = tmp_path / "my-link"
         target.symlink_to(theirs / "link")
-    else:  # their link to a directory, then the file's name
+    elif layout == "a linked directory":  # their link to a directory, then the file's name
         (theirs / "dir").symlink_to(mine)
         os.lchown(theirs / "dir", 65534, 65534)
         target = theirs / "dir" / "notes.txt"
+    else:  # their link, then "..": the kernel follows the link before it goes up
+        (mine / "sub").mkdir()
+        (theirs / "x").symlink_to(mine / "sub")
+        os.lchown(theirs / "x", 65534, 65534)
+        target = Path(f"{theirs}/x/../notes.txt")
     result = tgsession(*at(store), "export", "-o", str(target))
     assert result.returncode == 1 and b"a symbolic link of another user" in result.stderr
     assert (mine / "notes.txt").read_bytes() == b"mine"
@@ -1094,10 +1106,22 @@ def test_an_export_to_dev_stdout_appends_as_the_shell_opened_it(
     assert log.stat().st_mode & 0o777 == 0o644
 
 
-def test_an_export_into_the_stores_own_directory_is_refused(store: DiskStorage) -> None:
+def test_an_export_onto_a_file_of_the_store_by_any_name_is_refused(
+    store: DiskStorage, tmp_path: Path
+) -> None:
     database = Path(store.directory) / "cache.db"
-    result = tgsession(*at(store), "export", "-o", str(database))
-    assert result.returncode == 1 and b"in the store's own directory" in result.stderr
+    (tmp_path / "my-link.jsonl").symlink_to(database)
+    with open(database, "rb") as held:  # reached as /dev/fd/N by the command
+        names = [str(database), str(tmp_path / "my-link.jsonl"), f"/dev/fd/{held.fileno()}"]
+        for name in names:
+            result = subprocess.run(
+                [sys.executable, "-m", "tgsession", *at(store), "export", "-o", name],
+                capture_output=True,
+                env=child_env(),
+                pass_fds=(held.fileno(),),
+                timeout=120,
+            )
+            assert result.returncode == 1 and b"a file of the store itself" in result.stderr
     assert store.read("session:1") is not None
 
 

@@ -95,3 +95,54 @@ def test_values_are_stored_as_plain_bytes_readable_by_diskcache(tmp_path: Path) 
     storage.close()
     with diskcache.Cache(tmp_path) as cache:
         assert cache.get("session:3") == b'{"n":2}'
+
+
+def test_a_store_closed_while_a_thread_waits_for_a_lock_is_closed_when_the_wait_ends(
+    tmp_path: Path,
+) -> None:
+    import contextlib
+    import gc
+    import os
+    import threading
+
+    from tgsession import SessionLockTimeout
+    from tgsession.storage import disk
+
+    directory = tmp_path / "sessions"
+    holder = subprocess.Popen(  # another process holds session k
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from tgsession import DiskStorage\n"
+            f"DiskStorage({str(directory)!r}).lock('k').__enter__()\n"
+            "print('held', flush=True); time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        env=child_env(),
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        store = DiskStorage(directory, lock_timeout=0.5)
+        waited: list[type[BaseException]] = []
+
+        def wait() -> None:
+            try:
+                store.lock("k").__enter__()
+            except SessionLockTimeout as error:
+                waited.append(type(error))
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        store.close()  # while the thread waits
+        waiter.join(30)
+        assert len(waited) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    assert all(d.path != store.directory for d in disk._directories.values())
+    gc.collect()  # this thread's connection is closed with the cache: only its own thread may
+    open_files = []
+    for descriptor in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own, closed since
+            open_files.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+    assert not [name for name in open_files if name.startswith(str(directory))]

@@ -15,6 +15,7 @@ import argparse
 import logging
 import math
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from typing import Any, Callable
@@ -145,7 +146,13 @@ def _count(text: str) -> int:
 def _failures() -> tuple[type[BaseException], ...]:
     """The errors reported in one line: tgsession's, the system's, and Redis's (redis-py is
     loaded only for a Redis store)."""
-    expected: tuple[type[BaseException], ...] = (CommandError, SessionError, OSError, ValueError)
+    expected: tuple[type[BaseException], ...] = (
+        CommandError,
+        SessionError,
+        OSError,
+        ValueError,
+        sqlite3.Error,  # a store's database damaged by another program, say
+    )
     redis = sys.modules.get("redis")
     return expected if redis is None else (*expected, redis.RedisError)
 

@@ -14,8 +14,6 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-import msgspec
-
 from ..errors import SessionDecodeError, SessionError
 from ..manager import SessionManager
 from ..migrations import VERSION_KEY
@@ -26,7 +24,7 @@ from ._edit import edit_session
 from ._output import open_export
 from ._progress import Progress
 from ._stores import CommandError, load_manager, require_store
-from ._text import described, escaped_json, say, shown
+from ._text import described, indented_json, say, shown
 
 
 class Failures:
@@ -96,18 +94,13 @@ def show(storage: ExportableStorage, args: Any) -> int:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return 0
-    try:
-        msgspec.json.decode(data)
-        shown_json = escaped_json(msgspec.json.format(data, indent=2))
-    except msgspec.DecodeError:
+    text = indented_json(data)
+    if text is None:
         raise CommandError(
-            f"session {args.entry!r} is not JSON (another codec wrote it): use show --raw"
-        ) from None
-    except RecursionError:
-        raise CommandError(
-            f"session {args.entry!r} is nested too deeply to show as JSON: use show --raw"
-        ) from None
-    print(shown_json.decode())
+            f"session {args.entry!r} is not JSON that can be shown (another codec wrote it, "
+            "or it is nested too deeply): use show --raw"
+        )
+    print(text)
     return 0
 
 
@@ -199,7 +192,9 @@ def export(storage: ExportableStorage, args: Any) -> int:
     """Write every session (of the given kinds) as JSON Lines, streaming."""
     failures = Failures()
     progress = Progress("exported")
-    output = open_export(args.output or "-", getattr(storage, "directory", None))
+    output = open_export(
+        "-" if args.output is None else args.output, getattr(storage, "directory", None)
+    )
     try:
         for entry in _entries(storage, args.kinds, failures):
             output.write(_dump.encode(entry.key, entry.data, entry.expires))
@@ -325,7 +320,10 @@ def _migrate(
         data = storage.read(key)
         if data is None:
             return None
-        stored = manager.codec.decode(data)
+        try:
+            stored = manager.codec.decode(data)
+        except RecursionError:  # too deep to look at: manager.decode() below says so
+            stored = None
         version = stored.get(VERSION_KEY, 1) if isinstance(stored, dict) else None
         if version == current:
             return version

@@ -72,6 +72,10 @@ def decode(line: bytes) -> tuple[str, bytes, float | None]:
         parsed = _DECODER.decode(line)
     except msgspec.DecodeError as error:
         raise BadLine(f"not an export line ({error})") from None
+    except RecursionError:
+        raise BadLine(
+            "its value is nested too deeply to import (an export has it as base64)"
+        ) from None
     if (len(parsed.value) == 0) == (parsed.base64 is None):
         raise BadLine(f"session {parsed.key!r} needs exactly one of 'value' and 'base64'")
     if parsed.value:

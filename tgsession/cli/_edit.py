@@ -24,7 +24,7 @@ from ..errors import SessionError
 from ..manager import SessionManager
 from ..storage.base import ExportableStorage
 from ._stores import CommandError
-from ._text import described, say
+from ._text import described, indented_json, say
 
 # Lines the editor shows above the session: never JSON (a JSON text has no line starting with
 # "//"), so they are dropped from what comes back.
@@ -79,13 +79,12 @@ def _edit_locked(
     data = storage.read(entry)
     if data is None:
         raise CommandError(f"no session {entry!r} in this store (see: tgsession ls)")
-    try:
-        msgspec.json.decode(data)
-        original = msgspec.json.format(data, indent=2).decode()
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    original = indented_json(data)
+    if original is None:
         raise CommandError(
-            f"session {entry!r} is not JSON (another codec wrote it): it cannot be edited as text"
-        ) from None
+            f"session {entry!r} is not JSON that can be edited as text (another codec wrote "
+            "it, or it is nested too deeply)"
+        )
     text, problem, refused = original, "", None
     while True:
         returned = _run_editor(command, entry, text, problem)
@@ -138,6 +137,8 @@ def _checked(entry: str, text: str, manager: SessionManager[Any] | None) -> byte
         value = msgspec.json.decode(text.encode())
     except msgspec.DecodeError as error:
         raise ValueError(f"not JSON: {error}") from None
+    except RecursionError:
+        raise ValueError("nested too deeply for a session") from None
     if not isinstance(value, dict):
         raise ValueError(f"a session is a JSON object ({{...}}), not a {type(value).__name__}")
     data = JSONCodec().encode(value)

@@ -13,6 +13,8 @@ import re
 import sys
 import traceback
 
+import msgspec
+
 from ..errors import SessionLockTimeout, SessionMigrationError
 
 # What JSON leaves unescaped and a terminal may act on, as UTF-8: DEL, the C1 controls
@@ -32,6 +34,16 @@ def has_active(data: bytes) -> bool:
 def escaped_json(data: bytes) -> bytes:
     """UTF-8 JSON ``data`` with those characters written as ``\\u`` escapes: the same JSON."""
     return _ACTIVE.sub(lambda found: b"\\u%04x" % ord(found.group().decode()), data)
+
+
+def indented_json(data: bytes) -> str | None:
+    """Stored JSON ``data``, indented for reading, with what a terminal acts on escaped; None
+    for bytes that a JSON parser does not take (another codec's, or nested too deeply)."""
+    try:
+        msgspec.json.decode(data)
+        return escaped_json(msgspec.json.format(data, indent=2)).decode()
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
 
 
 def shown(key: str) -> str:

@@ -584,21 +584,26 @@ class _ByteLock:
                 fcntl.lockf(lock_file.fd, fcntl.LOCK_UN, 1, self.offset)
                 directory.switch_lock_file(lock_file, self.key)
         except BaseException:
-            directory.threads.release(self.offset)
+            self._leave()
             raise
         self.lock_file = lock_file
         directory.holding[self.key] = lock_file
 
     def __exit__(self, *exc_info: object) -> None:
-        directory = self.directory
-        directory.holding.pop(self.key, None)
+        self.directory.holding.pop(self.key, None)
         try:
             fcntl.lockf(self.lock_file.fd, fcntl.LOCK_UN, 1, self.offset)
         finally:
-            directory.threads.release(self.offset)
-            if not directory.users:  # its last DiskStorage was closed while this was held
-                with _directories_guard:
-                    _close_if_unused(directory)
+            self._leave()
+
+    def _leave(self) -> None:
+        """Release the thread lock; close the directory if its last DiskStorage was closed
+        while this thread was in the lock."""
+        directory = self.directory
+        directory.threads.release(self.offset)
+        if not directory.users:
+            with _directories_guard:
+                _close_if_unused(directory)
 
 
 class DiskStorage:
