@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -1121,8 +1122,64 @@ def test_an_export_onto_a_file_of_the_store_by_any_name_is_refused(
                 pass_fds=(held.fileno(),),
                 timeout=120,
             )
-            assert result.returncode == 1 and b"a file of the store itself" in result.stderr
+            assert result.returncode == 1
+            assert b"a file of the store itself" in result.stderr or b"/proc" in result.stderr
     assert store.read("session:1") is not None
+
+
+def test_an_export_replaces_the_name_it_is_given_and_no_other(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    mine = tmp_path / "mine.conf"
+    mine.write_bytes(b"mine")
+    mine.chmod(0o666)
+    other_name = tmp_path / "export.jsonl"
+    os.link(mine, other_name)  # as another user could in a shared directory
+    with open(other_name, "rb") as opened_before:  # a reader who had it open before
+        out(tgsession(*at(store), "export", "-o", str(other_name)))
+        assert opened_before.read() == b"mine"
+    assert mine.read_bytes() == b"mine" and mine.stat().st_mode & 0o777 == 0o666
+    assert other_name.read_bytes().count(b"\n") == 4
+    assert other_name.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir() if "tgsession-export" in p.name] == []
+
+
+def test_an_export_into_a_pipe_given_as_dev_fd_n(store: DiskStorage) -> None:
+    reader, writer = os.pipe()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "tgsession", *at(store), "export", "-o", f"/dev/fd/{writer}"],
+            capture_output=True,
+            env=child_env(),
+            pass_fds=(writer,),
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        os.close(writer)
+        with os.fdopen(reader, "rb") as received:
+            assert received.read().count(b"\n") == 4
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(writer)
+
+
+@pytest.mark.parametrize("name", ["notes.txt/.", "notes.txt/", "missing/.", "link-with-slash"])
+def test_an_export_to_a_path_that_names_a_directory_is_refused(
+    store: DiskStorage, tmp_path: Path, name: str
+) -> None:
+    (tmp_path / "notes.txt").write_bytes(b"notes")
+    (tmp_path / "link-with-slash").symlink_to("notes.txt/")
+    result = tgsession(*at(store), "export", "-o", name, cwd=tmp_path)
+    assert result.returncode == 1
+    assert (tmp_path / "notes.txt").read_bytes() == b"notes"
+    assert not (tmp_path / "missing").exists()
+
+
+def test_an_export_to_dot_slash_dash_is_a_file_named_dash(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    assert out(tgsession(*at(store), "export", "-o", "./-", cwd=tmp_path)) == ""
+    assert (tmp_path / "-").read_bytes().count(b"\n") == 4
 
 
 def test_an_export_into_another_users_file_is_refused(store: DiskStorage, tmp_path: Path) -> None:

@@ -192,17 +192,12 @@ def export(storage: ExportableStorage, args: Any) -> int:
     """Write every session (of the given kinds) as JSON Lines, streaming."""
     failures = Failures()
     progress = Progress("exported")
-    output = open_export(
-        "-" if args.output is None else args.output, getattr(storage, "directory", None)
-    )
-    try:
+    output_path = "-" if args.output is None else args.output
+    with open_export(output_path, getattr(storage, "directory", None)) as output:
         for entry in _entries(storage, args.kinds, failures):
             output.write(_dump.encode(entry.key, entry.data, entry.expires))
             progress.step()
         output.flush()
-    finally:
-        if output is not sys.stdout.buffer:
-            output.close()
     progress.done()
     return failures.code
 

@@ -571,7 +571,11 @@ class _ByteLock:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         # Thread locks are keyed by the byte, not the key: two keys whose hashes collide
         # share a byte, and must then not both be held by threads of one process.
-        directory.threads.acquire(self.offset, self.timeout, self.key)
+        try:
+            directory.threads.acquire(self.offset, self.timeout, self.key)
+        except BaseException:
+            self._close_if_closed()
+            raise
         try:
             while True:
                 lock_file = directory.lock_file
@@ -597,10 +601,14 @@ class _ByteLock:
             self._leave()
 
     def _leave(self) -> None:
-        """Release the thread lock; close the directory if its last DiskStorage was closed
-        while this thread was in the lock."""
+        """Release the thread lock, then see to the directory (`_close_if_closed`)."""
+        self.directory.threads.release(self.offset)
+        self._close_if_closed()
+
+    def _close_if_closed(self) -> None:
+        """Close the directory if its last DiskStorage was closed while this thread was in
+        the lock or waited for it."""
         directory = self.directory
-        directory.threads.release(self.offset)
         if not directory.users:
             with _directories_guard:
                 _close_if_unused(directory)
