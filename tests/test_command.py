@@ -1144,6 +1144,81 @@ def test_an_export_replaces_the_name_it_is_given_and_no_other(
     assert [p.name for p in tmp_path.iterdir() if "tgsession-export" in p.name] == []
 
 
+SLOW_EXPORT = (
+    "import sys, time\n"
+    "from tgsession.cli import _dump, main\n"
+    "encode = _dump.encode\n"
+    "_dump.encode = lambda *args: (time.sleep(0.05), encode(*args))[1]\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_an_export_stopped_by_a_signal_leaves_the_old_file_and_nothing_else(
+    store: DiskStorage, tmp_path: Path, signal_name: str
+) -> None:
+    import signal
+
+    target = tmp_path / "export.jsonl"
+    target.write_bytes(b"the last export\n")
+    export = subprocess.Popen(
+        [sys.executable, "-c", SLOW_EXPORT, *at(store), "export", "-o", str(target)],
+        env=child_env(),
+    )
+    deadline = time.monotonic() + 60
+    while not [p for p in tmp_path.iterdir() if p.name.startswith(".tgsession-export")]:
+        assert time.monotonic() < deadline and export.poll() is None
+        time.sleep(0.01)
+    export.send_signal(getattr(signal, signal_name))
+    assert export.wait(60) in (128 + getattr(signal, signal_name), 130)
+    assert target.read_bytes() == b"the last export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.jsonl", "sessions"]
+
+
+def test_an_export_does_not_replace_a_file_that_appeared_while_it_was_written(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    target = tmp_path / "export.jsonl"
+    export = subprocess.Popen(
+        [sys.executable, "-c", SLOW_EXPORT, *at(store), "export", "-o", str(target)],
+        stderr=subprocess.PIPE,
+        env=child_env(),
+    )
+    deadline = time.monotonic() + 60
+    while not [p for p in tmp_path.iterdir() if p.name.startswith(".tgsession-export")]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    target.write_bytes(b"someone else's\n")
+    _, said = export.communicate(timeout=60)
+    assert export.returncode == 1 and b"appeared while the export was written" in said
+    assert target.read_bytes() == b"someone else's\n"
+
+
+@pytest.mark.parametrize("name", ["dot", "proc"])
+def test_odd_export_paths_are_one_line_errors(
+    store: DiskStorage, tmp_path: Path, name: str
+) -> None:
+    (tmp_path / "dot").symlink_to(".")
+    path = "dot" if name == "dot" else "/dev/fd/99"
+    result = tgsession(*at(store), "export", "-o", path, cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.count(b"\n") == 1
+    assert b"Traceback" not in result.stderr
+
+
+def test_an_export_to_a_file_with_stdout_closed(store: DiskStorage, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tgsession", *at(store), "export", "-o", "out.jsonl"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=child_env(),
+        preexec_fn=lambda: os.close(1),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out.jsonl").read_bytes().count(b"\n") == 4
+
+
 def test_an_export_into_a_pipe_given_as_dev_fd_n(store: DiskStorage) -> None:
     reader, writer = os.pipe()
     try:

@@ -15,8 +15,10 @@ import argparse
 import logging
 import math
 import os
+import signal
 import sqlite3
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any, Callable
 
@@ -166,9 +168,18 @@ def _store_spec(args: argparse.Namespace) -> str:
     )
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command with ``argv`` (default: the process's arguments); return its exit code."""
     args = _parser().parse_args(argv)
+    # Killed politely (a service stopped, a terminal closed), it unwinds as for Ctrl-C: a held
+    # session is released, a half-written export removed.
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, _exit_on_signal)
     handler = logging.StreamHandler()
     handler.setFormatter(Formatter("tgsession: %(message)s"))
     logging.basicConfig(handlers=[handler], level=logging.WARNING)
@@ -183,7 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout = DEFAULT_LOCK_TIMEOUT if args.lock_timeout is None else args.lock_timeout
             storage = open_store(_store_spec(args), args.prefix, timeout, create=create)
         code = int(args.run(storage, args))
-        sys.stdout.flush()  # here, where a closed pipe is handled, not at exit
+        if sys.stdout is not None:  # None: closed by the shell (>&-)
+            sys.stdout.flush()  # here, where a closed pipe is handled, not at exit
         return code
     except KeyboardInterrupt:
         print("tgsession: interrupted", file=sys.stderr)

@@ -54,6 +54,8 @@ def open_export(path: str, store: str | None) -> Iterator[IO[bytes]]:
             with _opened_special(name, at, path) as output:
                 yield output
             return
+        if _at_proc(at):
+            raise CommandError(f"{path} names no open file or pipe in /proc")
         try:
             there = os.stat(name, dir_fd=at, follow_symlinks=False)
         except FileNotFoundError:
@@ -66,7 +68,7 @@ def open_export(path: str, store: str | None) -> Iterator[IO[bytes]]:
             raise CommandError(f"{path} is a file of the store itself: write the export elsewhere")
         if there is not None and there.st_uid != os.geteuid():
             raise CommandError(f"{path} belongs to another user: write the export elsewhere")
-        with _replacing(name, at) as output:
+        with _replacing(name, at, exists=there is not None) as output:
             yield output
     finally:
         os.close(at)
@@ -75,6 +77,8 @@ def open_export(path: str, store: str | None) -> Iterator[IO[bytes]]:
 def _is_stdout(path: str) -> bool:
     """Whether ``path`` is the file or pipe standard output goes to (/dev/stdout, say): then
     it is written through standard output, appended to if the shell opened it so."""
+    if sys.stdout is None:  # closed by the shell (>&-)
+        return False
     try:
         here, there = os.fstat(sys.stdout.fileno()), os.stat(path)
     except (OSError, ValueError):
@@ -83,26 +87,37 @@ def _is_stdout(path: str) -> bool:
 
 
 @contextmanager
-def _replacing(name: str, at: int) -> Iterator[IO[bytes]]:
-    """A new owner-only file beside ``name`` in the directory ``at``, renamed over ``name``
-    when the block ends without an error, and removed if it raises."""
-    temporary = f".{name}.{secrets.token_hex(4)}.tgsession-export"
+def _replacing(name: str, at: int, exists: bool) -> Iterator[IO[bytes]]:
+    """A new owner-only file in the directory ``at``, put in place of ``name`` when the block
+    ends without an error (renamed over it if it ``exists``, else linked to it, which fails
+    if a file appeared there meanwhile), and removed if the block raises."""
+    temporary = f".tgsession-export-{secrets.token_hex(8)}"  # short: any legal name fits
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         descriptor = os.open(temporary, flags, 0o600, dir_fd=at)
     except PermissionError:
         raise CommandError(
             f"cannot create a file beside {name!r} (an export is written as a new file, then "
-            "renamed over it): write the export to a directory you can write"
+            "put in its place): write the export to a directory you can write"
         ) from None
     try:
         with os.fdopen(descriptor, "wb") as output:
             yield output
-        os.rename(temporary, name, src_dir_fd=at, dst_dir_fd=at)
-    except BaseException:
+            output.flush()
+            os.fsync(output.fileno())  # complete on disk before it replaces anything
+        if exists:
+            os.rename(temporary, name, src_dir_fd=at, dst_dir_fd=at)
+        else:
+            try:
+                os.link(temporary, name, src_dir_fd=at, dst_dir_fd=at, follow_symlinks=False)
+            except FileExistsError:
+                raise CommandError(
+                    f"{name!r} appeared while the export was written: it is left as it is; "
+                    "export again"
+                ) from None
+    finally:
         with suppress(OSError):
             os.unlink(temporary, dir_fd=at)
-        raise
 
 
 @contextmanager
@@ -117,7 +132,7 @@ def _opened_special(name: str, at: int, path: str) -> Iterator[IO[bytes]]:
             raise CommandError(
                 f"{path} is a pipe that nobody reads, or a socket: write the export elsewhere"
             ) from None
-        raise
+        raise CommandError(f"cannot write to {path}: {error.strerror}") from None
     try:
         info = os.fstat(descriptor)
         if stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode):
@@ -155,7 +170,7 @@ def _walk(path: str) -> tuple[int, str, bool]:
     at = os.open("/" if path.startswith("/") else ".", _DIRECTORY)
     links = 0
     try:
-        while True:
+        while pending:
             part = pending.pop()
             target = _link(at, part, path)
             if target is not None and _at_proc(at) and not pending:
@@ -176,6 +191,7 @@ def _walk(path: str) -> tuple[int, str, bool]:
             inner = os.open(part, _DIRECTORY, dir_fd=at)
             os.close(at)
             at = inner
+        raise CommandError(f"{path} leads to a directory, not a file")
     except BaseException:
         os.close(at)
         raise
