@@ -50,17 +50,14 @@ def open_export(path: str, store: str | None) -> Iterator[IO[bytes]]:
     stores_files = set() if store is None else _files_of(store)
     at, name, special = _walk(path)
     try:
-        if special:  # a pipe or the like, through /proc's links (/dev/fd/N): as it is
-            with _opened_special(name, at, path) as output:
-                yield output
-            return
-        if _at_proc(at):
-            raise CommandError(f"{path} names no open file or pipe in /proc")
-        try:
-            there = os.stat(name, dir_fd=at, follow_symlinks=False)
-        except FileNotFoundError:
-            there = None
-        if there is not None and not stat.S_ISREG(there.st_mode):
+        there = None
+        if not special:
+            if _at_proc(at):
+                raise CommandError(f"{path} names no open file or pipe in /proc")
+            with suppress(FileNotFoundError):
+                there = os.stat(name, dir_fd=at, follow_symlinks=False)
+        # A pipe or the like (through /proc's links, /dev/fd/N, too) is written as it is.
+        if special or (there is not None and not stat.S_ISREG(there.st_mode)):
             with _opened_special(name, at, path) as output:
                 yield output
             return
