@@ -236,7 +236,7 @@ EDITOR = textwrap.dedent(
         seen.write(text + "\\n=====\\n")
     if step.startswith("wait:"):
         marker = step[5:]
-        open(marker + ".open", "w").close()
+        open(marker + ".open", "w").write(str(os.getpid()))
         while not os.path.exists(marker + ".go"):
             time.sleep(0.02)
         step = "count+5"
@@ -301,6 +301,32 @@ def test_edit_holds_the_session_locked_so_the_bot_waits(store: DiskStorage, tmp_
     finally:
         editor.kill()
         editor.communicate()
+
+
+def test_edit_told_to_stop_stops_its_editor_and_releases_the_session(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    import signal
+
+    marker = tmp_path / "editor"
+    edit = subprocess.Popen(
+        [sys.executable, "-m", "tgsession", *at(store), "edit", "session:2"],
+        env=child_env(**editing(tmp_path, f"wait:{marker}")),
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not Path(f"{marker}.open").exists() or not Path(f"{marker}.open").read_text():
+        assert edit.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    editor_pid = int(Path(f"{marker}.open").read_text())
+    edit.send_signal(signal.SIGTERM)
+    _, said = edit.communicate(timeout=60)
+    assert edit.returncode == 128 + signal.SIGTERM, said
+    with pytest.raises(ProcessLookupError):  # the editor was stopped, not left running
+        os.kill(editor_pid, 0)
+    with DiskStorage(store.directory, lock_timeout=0.3).lock("session:2"):
+        pass  # released
+    assert store.read("session:2") == CODEC.encode({"count": 2, "name": "Ann"})
 
 
 def test_edit_reopens_the_editor_with_the_error_then_saves_the_fix(
@@ -1217,6 +1243,47 @@ def test_an_export_to_a_file_with_stdout_closed(store: DiskStorage, tmp_path: Pa
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out.jsonl").read_bytes().count(b"\n") == 4
+
+
+def test_a_signal_the_caller_ignores_stays_ignored_and_handlers_are_put_back(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    import signal
+
+    from tgsession.cli import main
+
+    target = tmp_path / "export.jsonl"
+    export = subprocess.Popen(  # as under nohup
+        [sys.executable, "-c", SLOW_EXPORT, *at(store), "export", "-o", str(target)],
+        env=child_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    deadline = time.monotonic() + 60
+    while not [p for p in tmp_path.iterdir() if p.name.startswith(".tgsession-export")]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    export.send_signal(signal.SIGHUP)
+    assert export.wait(60) == 0 and target.read_bytes().count(b"\n") == 4
+    before = signal.getsignal(signal.SIGTERM)
+    assert main([*at(store), "ls"]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_export_where_hard_links_cannot_be_made_still_lands(
+    store: DiskStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from tgsession.cli._output import open_export
+
+    def no_hard_links(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")  # as on vfat
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    with open_export(str(tmp_path / "new.jsonl"), store.directory) as output:
+        output.write(b"line\n")
+    assert (tmp_path / "new.jsonl").read_bytes() == b"line\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.jsonl", "sessions"]
 
 
 def test_an_export_into_a_pipe_given_as_dev_fd_n(store: DiskStorage) -> None:

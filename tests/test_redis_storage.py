@@ -485,3 +485,22 @@ def test_store_identity_tells_sentinel_services_apart_and_leaves_clients_without
     from tgsession.storage.redis import _identity
 
     assert _identity(types.SimpleNamespace(), "tgsession:") is None
+
+
+def test_a_lock_taken_while_the_caller_was_interrupted_is_given_back() -> None:
+    with redis_storage() as storage:
+        run = storage._run
+
+        def interrupted_after_redis_answered(script: Any, keys: Any, args: Any) -> Any:
+            reply = run(script, keys, args)
+            if script is storage._lock_and_load:
+                raise KeyboardInterrupt  # Ctrl-C (or SIGTERM) while the reply was read
+            return reply
+
+        storage._run = interrupted_after_redis_answered
+        with pytest.raises(KeyboardInterrupt), storage.lock("session:1"):
+            pass
+        storage._run = run
+        assert storage.client.exists(storage.lock_key("session:1")) == 0
+        with storage.lock("session:1"):  # and this process can take it again at once
+            pass

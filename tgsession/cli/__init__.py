@@ -176,10 +176,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command with ``argv`` (default: the process's arguments); return its exit code."""
     args = _parser().parse_args(argv)
     # Killed politely (a service stopped, a terminal closed), it unwinds as for Ctrl-C: a held
-    # session is released, a half-written export removed.
+    # session is released, a half-written export removed. A signal the caller ignores (nohup)
+    # or handles stays so, and the caller's handlers are put back on return.
+    replaced: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for number in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(number, _exit_on_signal)
+            if signal.getsignal(number) == signal.SIG_DFL:
+                replaced[number] = signal.signal(number, _exit_on_signal)
+    try:
+        return _run(args)
+    finally:
+        for replaced_number, handler in replaced.items():
+            signal.signal(replaced_number, handler)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command in its store; its exit code."""
     handler = logging.StreamHandler()
     handler.setFormatter(Formatter("tgsession: %(message)s"))
     logging.basicConfig(handlers=[handler], level=logging.WARNING)

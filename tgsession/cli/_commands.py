@@ -91,6 +91,8 @@ def show(storage: ExportableStorage, args: Any) -> int:
     if data is None:
         raise CommandError(f"no session {args.entry!r} in this store (see: tgsession ls)")
     if args.raw:
+        if sys.stdout is None:
+            raise CommandError("standard output is closed: nothing to show the session on")
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return 0

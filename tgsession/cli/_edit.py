@@ -185,10 +185,20 @@ def _run_editor(command: list[str], entry: str, text: str, problem: str) -> byte
 
 def _call_ignoring_interrupts(command: list[str]) -> int:
     """Run the editor and wait for it. A Ctrl-C meanwhile reaches the editor too, and is the
-    editor's to handle (as with git): the command goes on waiting, the session still locked."""
+    editor's to handle (as with git): the command goes on waiting, the session still locked.
+    Told to stop (SIGTERM, SIGHUP: SystemExit), the command stops the editor first, so that
+    no editor goes on writing the session's file after it is removed."""
     editor = subprocess.Popen(command)
     while True:
         try:
             return editor.wait()
         except KeyboardInterrupt:
             continue
+        except SystemExit:
+            editor.terminate()
+            try:
+                editor.wait(5)
+            except subprocess.TimeoutExpired:
+                editor.kill()
+                editor.wait()
+            raise

@@ -5,7 +5,7 @@ and the path it is written to must not lead anywhere another user decided: not t
 or pipe (they would read every session), not through their symbolic link (it could point at
 any file this user may write), and not into a file they may already hold open.
 
-A file is written as a new file beside it, renamed over it once the export is complete: a
+A file is written as a new file beside it, put in its place once the export is complete: a
 reader who opened the old one never sees the export, another name of the old file (a hard
 link) keeps the old content, and an export that fails leaves the old file as it was.
 """
@@ -42,6 +42,8 @@ def open_export(path: str, store: str | None) -> Iterator[IO[bytes]]:
     an error (see the module's docstring); a pipe, socket or device is written as it is.
     """
     if path == "-" or _is_stdout(path):
+        if sys.stdout is None:
+            raise CommandError("standard output is closed: give the export a file (-o FILE)")
         yield sys.stdout.buffer
         return
     last = path.rstrip("/").rsplit("/", 1)[-1]
@@ -102,19 +104,31 @@ def _replacing(name: str, at: int, exists: bool) -> Iterator[IO[bytes]]:
             yield output
             output.flush()
             os.fsync(output.fileno())  # complete on disk before it replaces anything
-        if exists:
+        if exists or not _linked(temporary, name, at):
             os.rename(temporary, name, src_dir_fd=at, dst_dir_fd=at)
-        else:
-            try:
-                os.link(temporary, name, src_dir_fd=at, dst_dir_fd=at, follow_symlinks=False)
-            except FileExistsError:
-                raise CommandError(
-                    f"{name!r} appeared while the export was written: it is left as it is; "
-                    "export again"
-                ) from None
     finally:
         with suppress(OSError):
             os.unlink(temporary, dir_fd=at)
+
+
+def _linked(temporary: str, name: str, at: int) -> bool:
+    """Give ``temporary`` the new ``name`` too, unless a file appeared there meanwhile
+    (CommandError); False where there are no hard links (vfat, say) and nothing is there:
+    a rename then does."""
+    try:
+        os.link(temporary, name, src_dir_fd=at, dst_dir_fd=at, follow_symlinks=False)
+        return True
+    except OSError as error:
+        if error.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS):
+            try:
+                os.stat(name, dir_fd=at, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+        elif error.errno != errno.EEXIST:
+            raise
+    raise CommandError(
+        f"{name!r} appeared while the export was written: it is left as it is; export again"
+    )
 
 
 @contextmanager

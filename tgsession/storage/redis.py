@@ -150,8 +150,8 @@ class _RedisLock:
         timeout = storage.lock_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         state.threads.acquire(key, timeout)
-        state.in_use.add(self)
         try:
+            state.in_use.add(self)
             held = _Held(key, os.urandom(16).hex().encode())
             held.prefetched = storage._lock_and_load_entry(held, deadline)
         except BaseException:
@@ -407,7 +407,7 @@ class RedisStorage:
                 reply = self._run(self._lock_and_load, keys, [held.token, self._ttl_ms])
             except redis.ResponseError as error:
                 raise self._refusal(held.key, str(error)) from None
-            except redis.RedisError:
+            except BaseException:  # a RedisError, or Ctrl-C or SIGTERM while it waited
                 # The script may have run with its reply lost: free the lock it may hold.
                 self._unlock_quietly(held)
                 raise
