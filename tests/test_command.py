@@ -234,6 +234,10 @@ EDITOR = textwrap.dedent(
     text = open(path).read()
     with open(state + ".seen", "a") as seen:
         seen.write(text + "\\n=====\\n")
+    if step.startswith("stubborn:"):  # ignores SIGTERM, and says so
+        import signal
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        step = "wait:" + step[9:]
     if step.startswith("wait:"):
         marker = step[5:]
         open(marker + ".open", "w").write(str(os.getpid()))
@@ -327,6 +331,31 @@ def test_edit_told_to_stop_stops_its_editor_and_releases_the_session(
     with DiskStorage(store.directory, lock_timeout=0.3).lock("session:2"):
         pass  # released
     assert store.read("session:2") == CODEC.encode({"count": 2, "name": "Ann"})
+
+
+def test_edit_stops_an_editor_that_ignores_sigterm_even_if_told_twice(
+    store: DiskStorage, tmp_path: Path
+) -> None:
+    import signal
+
+    marker = tmp_path / "editor"
+    edit = subprocess.Popen(
+        [sys.executable, "-m", "tgsession", *at(store), "edit", "session:2"],
+        env=child_env(**editing(tmp_path, f"stubborn:{marker}")),
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not Path(f"{marker}.open").exists() or not Path(f"{marker}.open").read_text():
+        assert edit.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    editor_pid = int(Path(f"{marker}.open").read_text())
+    edit.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    edit.send_signal(signal.SIGTERM)  # impatient
+    edit.communicate(timeout=60)
+    assert edit.returncode == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):
+        os.kill(editor_pid, 0)
 
 
 def test_edit_reopens_the_editor_with_the_error_then_saves_the_fix(

@@ -504,3 +504,20 @@ def test_a_lock_taken_while_the_caller_was_interrupted_is_given_back() -> None:
         assert storage.client.exists(storage.lock_key("session:1")) == 0
         with storage.lock("session:1"):  # and this process can take it again at once
             pass
+
+
+def test_an_interrupt_anywhere_in_taking_a_lock_leaves_nothing_held() -> None:
+    with redis_storage() as storage:
+
+        def interrupted(state: Any) -> None:
+            raise KeyboardInterrupt  # after the lock was taken and registered
+
+        storage._ensure_renewer = interrupted
+        with pytest.raises(KeyboardInterrupt), storage.lock("session:1"):
+            pass
+        del storage._ensure_renewer
+        assert storage.client.exists(storage.lock_key("session:1")) == 0
+        assert not storage._state.in_use and not storage._state.held
+        with storage.lock("session:1"):  # the thread lock was given back too
+            pass
+    # and close() (in redis_storage) returned

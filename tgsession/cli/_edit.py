@@ -9,6 +9,7 @@ mistake twice aborts, leaving the session untouched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
@@ -195,10 +196,12 @@ def _call_ignoring_interrupts(command: list[str]) -> int:
         except KeyboardInterrupt:
             continue
         except SystemExit:
-            editor.terminate()
             try:
-                editor.wait(5)
-            except subprocess.TimeoutExpired:
-                editor.kill()
-                editor.wait()
+                editor.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    editor.wait(5)
+            finally:  # even if another signal comes meanwhile
+                if editor.poll() is None:
+                    editor.kill()
+                    editor.wait()
             raise

@@ -114,7 +114,7 @@ def _replacing(name: str, at: int, exists: bool) -> Iterator[IO[bytes]]:
 def _linked(temporary: str, name: str, at: int) -> bool:
     """Give ``temporary`` the new ``name`` too, unless a file appeared there meanwhile
     (CommandError); False where there are no hard links (vfat, say) and nothing is there:
-    a rename then does."""
+    a rename then does, which replaces a file appearing in the instant between the two."""
     try:
         os.link(temporary, name, src_dir_fd=at, dst_dir_fd=at, follow_symlinks=False)
         return True

@@ -150,21 +150,19 @@ class _RedisLock:
         timeout = storage.lock_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         state.threads.acquire(key, timeout)
-        try:
+        held = _Held(key, os.urandom(16).hex().encode())
+        try:  # one block to the end: an interrupt anywhere in it gives everything back
             state.in_use.add(self)
-            held = _Held(key, os.urandom(16).hex().encode())
             held.prefetched = storage._lock_and_load_entry(held, deadline)
+            state.held[key] = self.held = held
+            _takers[held.token] = threading.get_ident()
+            storage._ensure_renewer(state)  # failing: no thread would renew it, give it up
         except BaseException:
-            state.in_use.discard(self)
-            state.threads.release(key)
-            raise
-        state.held[key] = self.held = held
-        _takers[held.token] = threading.get_ident()
-        try:
-            storage._ensure_renewer(state)
-        except BaseException:  # no thread to renew the lock: give it up
-            del state.held[key]
+            if state.held.get(key) is held:
+                del state.held[key]
             _takers.pop(held.token, None)
+            # The script may have taken the lock with its reply lost (a dropped connection,
+            # an interrupt while it was read): a no-op unless the lock has this token.
             storage._unlock_quietly(held)
             state.in_use.discard(self)
             state.threads.release(key)
@@ -407,10 +405,6 @@ class RedisStorage:
                 reply = self._run(self._lock_and_load, keys, [held.token, self._ttl_ms])
             except redis.ResponseError as error:
                 raise self._refusal(held.key, str(error)) from None
-            except BaseException:  # a RedisError, or Ctrl-C or SIGTERM while it waited
-                # The script may have run with its reply lost: free the lock it may hold.
-                self._unlock_quietly(held)
-                raise
             if reply is None or isinstance(reply, bytes):
                 return reply
             left, holder = reply
