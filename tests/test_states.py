@@ -8,6 +8,7 @@ import pickle
 import runpy
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,12 @@ def test_the_survey_bot_goes_on_after_a_sigkill(bot_api: FakeBotAPI, tmp_path: P
         # telebot's example replies before its update is saved: reading the state takes its
         # lock, so this waits for that save before the bot is killed.
         assert states.get_state(3, 3, bot_id=bot_id) == "Survey:age"
+        # And its next poll told the stand-in that "Hal" is done, as Telegram would be told:
+        # else the restarted bot would get "Hal" again, as from Telegram, and take it for an age.
+        deadline = time.monotonic() + 30
+        while bot_api.pending_updates:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
     finally:
         process.kill()  # SIGKILL: nothing more is saved
         process.wait(15)
