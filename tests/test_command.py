@@ -307,22 +307,31 @@ def test_edit_holds_the_session_locked_so_the_bot_waits(store: DiskStorage, tmp_
         editor.communicate()
 
 
+def editing_in_a_process(
+    store: DiskStorage, tmp_path: Path, step: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``tgsession edit session:2`` running, with its editor open and waiting (``step`` is
+    ``wait`` or ``stubborn``, which ignores SIGTERM); the command and the editor's pid."""
+    marker = tmp_path / "editor"
+    edit = subprocess.Popen(
+        [sys.executable, "-m", "tgsession", *at(store), "edit", "session:2"],
+        env=child_env(**editing(tmp_path, f"{step}:{marker}")),
+        stderr=subprocess.PIPE,
+    )
+    opened = Path(f"{marker}.open")
+    deadline = time.monotonic() + 60
+    while not opened.exists() or not opened.read_text():
+        assert edit.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    return edit, int(opened.read_text())
+
+
 def test_edit_told_to_stop_stops_its_editor_and_releases_the_session(
     store: DiskStorage, tmp_path: Path
 ) -> None:
     import signal
 
-    marker = tmp_path / "editor"
-    edit = subprocess.Popen(
-        [sys.executable, "-m", "tgsession", *at(store), "edit", "session:2"],
-        env=child_env(**editing(tmp_path, f"wait:{marker}")),
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while not Path(f"{marker}.open").exists() or not Path(f"{marker}.open").read_text():
-        assert edit.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
-    editor_pid = int(Path(f"{marker}.open").read_text())
+    edit, editor_pid = editing_in_a_process(store, tmp_path, "wait")
     edit.send_signal(signal.SIGTERM)
     _, said = edit.communicate(timeout=60)
     assert edit.returncode == 128 + signal.SIGTERM, said
@@ -338,17 +347,7 @@ def test_edit_stops_an_editor_that_ignores_sigterm_even_if_told_twice(
 ) -> None:
     import signal
 
-    marker = tmp_path / "editor"
-    edit = subprocess.Popen(
-        [sys.executable, "-m", "tgsession", *at(store), "edit", "session:2"],
-        env=child_env(**editing(tmp_path, f"stubborn:{marker}")),
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while not Path(f"{marker}.open").exists() or not Path(f"{marker}.open").read_text():
-        assert edit.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
-    editor_pid = int(Path(f"{marker}.open").read_text())
+    edit, editor_pid = editing_in_a_process(store, tmp_path, "stubborn")
     edit.send_signal(signal.SIGTERM)
     time.sleep(0.5)
     edit.send_signal(signal.SIGTERM)  # impatient

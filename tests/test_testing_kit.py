@@ -317,6 +317,17 @@ def test_a_5xx_and_a_slow_reply_are_served_as_injected(bot_api: FakeBotAPI) -> N
 # -- for bot authors: the plugin, an example suite, chatting from the terminal ----------------
 
 
+def pytest_in_a_process(test: Path) -> subprocess.CompletedProcess[str]:
+    """Run pytest on the test file ``test`` in a process of its own, in its directory."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)],
+        capture_output=True,
+        text=True,
+        cwd=test.parent,
+        env=child_env(),
+    )
+
+
 def test_the_plugin_gives_a_users_test_its_fixtures(tmp_path: Path) -> None:
     test = tmp_path / "test_mine.py"
     test.write_text(
@@ -326,13 +337,7 @@ def test_the_plugin_gives_a_users_test_its_fixtures(tmp_path: Path) -> None:
         "    bot.wait_idle()\n"
         "    assert bot_api.transcript(1) == ['user 1: /count', 'bot: count: 1']\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=child_env(),
-    )
+    result = pytest_in_a_process(test)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
     assert not (tmp_path / ".tgsession").exists()  # the bot's sessions went to tmp_path
@@ -788,13 +793,7 @@ def test_a_failing_run_bot_leaves_no_default_store_to_the_next_test(tmp_path: Pa
         "    with sessions.open(7) as session:\n"
         "        assert session == {}\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=child_env(),
-    )
+    result = pytest_in_a_process(test)
     assert "2 passed, 1 error" in result.stdout, result.stdout + result.stderr
     assert "HandlerError" in result.stdout
 
